@@ -1,0 +1,256 @@
+"""Shared estimator machinery: devices, seeding, progress, history, persistence.
+
+Every sk_o2o estimator derives from :class:`TorchEstimator`. It decides the device
+in one place (:func:`resolve_device`), seeds network initialisation without touching
+the caller's global random state (:func:`torch_seed_context`), keeps a plottable
+``history_``, and makes pickles that load on a machine without the training GPU.
+The safe on-disk format (:meth:`TorchEstimator.save` / :func:`load`) is a single
+safetensors file: tensors plus a JSON header, read without executing any code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from tqdm.auto import tqdm
+
+__all__ = [
+    "TorchEstimator",
+    "load",
+    "progress_bar",
+    "resolve_device",
+    "seed_from_random_state",
+    "torch_seed_context",
+]
+
+FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- devices
+def resolve_device(device: str | torch.device, *, fallback_to_cpu: bool = False):
+    """Turn a ``device`` parameter into a :class:`torch.device`.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda", "cuda:N"} or torch.device
+        ``"auto"`` picks CUDA when available, else the CPU.
+    fallback_to_cpu : bool, default=False
+        Return the CPU (with a warning) instead of raising when the requested CUDA
+        device is missing. Used when unpickling a model trained on a GPU.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not a recognised option, or names a CUDA device that this
+        machine does not have.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(
+            f"device must be a string such as 'auto', 'cpu' or 'cuda:0', "
+            f"got {type(device).__name__}."
+        )
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"device={device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'."
+        ) from exc
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise ValueError(
+            f"device={device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'."
+        )
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = dev.index or 0
+    if index >= n_gpus:
+        message = (
+            f"device={device!r} was requested but this machine has "
+            f"{n_gpus} CUDA device(s); use device='auto' or 'cpu'."
+        )
+        if fallback_to_cpu:
+            warnings.warn(message + " Loading on the CPU instead.", stacklevel=3)
+            return torch.device("cpu")
+        raise ValueError(message)
+    return dev
+
+
+# --------------------------------------------------------------------------- seeding
+def seed_from_random_state(random_state) -> int:
+    """Draw a torch seed from a scikit-learn ``random_state`` parameter."""
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+@contextlib.contextmanager
+def torch_seed_context(seed: int) -> Iterator[None]:
+    """Seed torch's global generator inside the block, restoring it afterwards.
+
+    Network constructors draw their initial weights from the global generator; this
+    keeps ``random_state`` reproducible without changing the caller's random stream.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def progress_bar(total: int, *, verbose: int | bool, desc: str):
+    """A tqdm bar that is silent unless ``verbose``."""
+    return tqdm(total=total, disable=not verbose, desc=desc, leave=False)
+
+
+# --------------------------------------------------------------------------- base
+class TorchEstimator(BaseEstimator):
+    """Base class for sk_o2o estimators whose fitted state lives in torch objects.
+
+    Subclasses list, in ``_device_attributes``, the fitted attributes that hold
+    tensors (objects with a ``to(device)`` method whose pickles are CPU-only). The
+    base class moves them to the estimator's device after unpickling and implements
+    the safe persistence format through ``_get_state_tensors`` /
+    ``_set_state_tensors`` and ``_get_json_state`` / ``_set_json_state``.
+    """
+
+    _device_attributes: ClassVar[tuple[str, ...]] = ()
+
+    # -- pickling: fitted torch state is pickled on the CPU (see the attributes'
+    # own __reduce__) and moved back to the requested device if it exists here.
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        present = [a for a in self._device_attributes if hasattr(self, a)]
+        if present:
+            device = resolve_device(self.device, fallback_to_cpu=True)
+            for name in present:
+                getattr(self, name).to(device)
+            self.device_ = device
+
+    # -- safe persistence
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the fitted model to a safetensors file that loads without pickle.
+
+        The file holds the network weights and normalisation statistics as tensors
+        and the parameters, fitted metadata and ``history_`` as JSON. Loading it
+        with :func:`sk_o2o.load` never executes code from the file. The training
+        buffer and optimiser states are not saved: :meth:`partial_fit` after
+        loading continues from the weights with fresh optimisers and a buffer that
+        starts with the new transitions. Use pickle/joblib to keep everything.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination file, conventionally ending in ``.safetensors``.
+        """
+        from safetensors.torch import save_file
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
+        tensors = {
+            k: v.detach().to("cpu").contiguous()
+            for k, v in self._get_state_tensors().items()
+        }
+        header = {
+            "format_version": FORMAT_VERSION,
+            "class": type(self).__name__,
+            "params": _to_json(self.get_params(deep=False)),
+            "state": _to_json(self._get_json_state()),
+        }
+        save_file(tensors, os.fspath(path), metadata={"sk_o2o": json.dumps(header)})
+
+    def _get_state_tensors(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _get_json_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _set_state(self, state: Mapping[str, Any], tensors: dict[str, torch.Tensor]):
+        raise NotImplementedError
+
+
+def _to_json(obj: Any) -> Any:
+    """Convert parameters and fitted metadata to JSON-compatible values."""
+    if isinstance(obj, Mapping):
+        return {str(k): _to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, torch.device):
+        return str(obj)
+    if hasattr(obj, "low") and hasattr(obj, "high"):  # a gymnasium Box
+        return [np.asarray(obj.low).tolist(), np.asarray(obj.high).tolist()]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(
+        f"cannot store a {type(obj).__name__} in the safe format; "
+        "use pickle or joblib for this model."
+    )
+
+
+def _registry() -> dict[str, type[TorchEstimator]]:
+    from sk_o2o.rl.estimators import IQLPolicy
+
+    return {cls.__name__: cls for cls in (IQLPolicy,)}
+
+
+def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimator:
+    """Load a model written by ``estimator.save(path)``.
+
+    Only sk_o2o estimator classes can be named in the file, and the file is read
+    with safetensors: no code from the file is executed.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :meth:`TorchEstimator.save`.
+    device : str, optional
+        Override the saved ``device`` parameter (e.g. ``"cpu"`` for a model trained
+        with ``device="cuda"``). By default the saved device is used when present,
+        else the CPU with a warning.
+
+    Returns
+    -------
+    estimator : TorchEstimator
+        The fitted estimator.
+    """
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+        metadata = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    if "sk_o2o" not in metadata:
+        raise ValueError(f"{os.fspath(path)!r} is not an sk_o2o model file.")
+    header = json.loads(metadata["sk_o2o"])
+    if header.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"unsupported sk_o2o model format {header.get('format_version')!r}."
+        )
+    registry = _registry()
+    if header["class"] not in registry:
+        raise ValueError(f"unknown estimator class {header['class']!r} in {path!r}.")
+    estimator = registry[header["class"]](**header["params"])
+    if device is not None:
+        estimator.set_params(device=device)
+    estimator._set_state(header["state"], tensors)
+    return estimator

@@ -1,0 +1,131 @@
+"""Observation, reward and action normalisation fitted on the training data.
+
+They are estimator parameters, not Pipeline steps, so that observations, next
+observations and predict-time inputs are always transformed identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sk_o2o.data.transitions import episode_ids
+
+__all__ = [
+    "ActionScaler",
+    "ObservationScaler",
+    "fit_action_scaler",
+    "fit_observation_scaler",
+    "reward_scale",
+]
+
+REWARD_SCALINGS = ("none", "standard", "returns")
+
+
+@dataclass(frozen=True)
+class ObservationScaler:
+    """``(obs - mean) / std``; the identity when ``mean=0, std=1``."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def transform(self, observations: np.ndarray) -> np.ndarray:
+        return ((observations - self.mean) / self.std).astype(np.float32)
+
+
+def fit_observation_scaler(observations: np.ndarray, enabled: bool):
+    """Standardise each feature; constant features keep a unit scale."""
+    dim = observations.shape[1]
+    if not enabled:
+        return ObservationScaler(
+            np.zeros(dim, np.float32), np.ones(dim, np.float32)
+        )
+    std = observations.std(axis=0)
+    return ObservationScaler(
+        observations.mean(axis=0).astype(np.float32),
+        np.where(std < 1e-6, 1.0, std).astype(np.float32),
+    )
+
+
+@dataclass(frozen=True)
+class ActionScaler:
+    """Maps actions between ``[low, high]`` and the policy's ``[-1, 1]``."""
+
+    low: np.ndarray
+    high: np.ndarray
+
+    def transform(self, actions: np.ndarray) -> np.ndarray:
+        return (2.0 * (actions - self.low) / (self.high - self.low) - 1.0).astype(
+            np.float32
+        )
+
+    def inverse_transform(self, actions: np.ndarray) -> np.ndarray:
+        scaled = self.low + (np.clip(actions, -1.0, 1.0) + 1.0) * (
+            (self.high - self.low) / 2.0
+        )
+        return np.clip(scaled, self.low, self.high)
+
+
+def fit_action_scaler(actions: np.ndarray, action_bounds) -> ActionScaler:
+    """Action bounds from ``action_bounds`` (a pair or a gymnasium Box), else data.
+
+    Raises
+    ------
+    ValueError
+        If the bounds are malformed or an action lies outside them.
+    """
+    dim = actions.shape[1]
+    if action_bounds is None:
+        low, high = actions.min(axis=0), actions.max(axis=0)
+        flat = high - low < 1e-6
+        low, high = np.where(flat, low - 1.0, low), np.where(flat, high + 1.0, high)
+    else:
+        if hasattr(action_bounds, "low") and hasattr(action_bounds, "high"):
+            low, high = action_bounds.low, action_bounds.high
+        else:
+            try:
+                low, high = action_bounds
+            except (TypeError, ValueError):
+                raise ValueError(
+                    "action_bounds must be None, a (low, high) pair or a gymnasium "
+                    f"Box, got {action_bounds!r}."
+                ) from None
+        low = np.broadcast_to(np.asarray(low, dtype=np.float32), (dim,)).copy()
+        high = np.broadcast_to(np.asarray(high, dtype=np.float32), (dim,)).copy()
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+            raise ValueError("action_bounds must be finite.")
+        if np.any(high <= low):
+            raise ValueError(f"action_bounds need low < high, got {low}, {high}.")
+        outside = np.flatnonzero(((actions < low) | (actions > high)).any(axis=1))
+        if len(outside):
+            raise ValueError(
+                f"y holds actions outside action_bounds (first at index "
+                f"{outside[0]}: {actions[outside[0]]}, bounds {low}..{high})."
+            )
+    return ActionScaler(low.astype(np.float32), high.astype(np.float32))
+
+
+def reward_scale(
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    timeouts: np.ndarray | None,
+    scaling: str,
+) -> float:
+    """Return the factor the rewards are multiplied by during training.
+
+    ``"returns"`` is IQL's locomotion choice: ``1000 / (max - min episode
+    return)`` (Kostrikov et al., 2022), which makes the AWR temperature comparable
+    across tasks. ``"standard"`` divides by the reward standard deviation. Rewards
+    are scaled, never shifted: a shift changes the optimal policy of episodic tasks
+    (it acts as a per-step bonus), and scaling keeps values exactly invertible.
+    """
+    if scaling == "none":
+        return 1.0
+    if scaling == "standard":
+        std = float(rewards.std())
+        return 1.0 / std if std > 1e-6 else 1.0
+    ids = episode_ids(terminals, timeouts)
+    returns = np.bincount(ids, weights=rewards.astype(np.float64))
+    spread = float(returns.max() - returns.min()) if len(returns) > 1 else 0.0
+    return 1000.0 / spread if spread > 1e-6 else 1.0

@@ -1,0 +1,304 @@
+"""Transitions: the one container every RL estimator trains on, and its converters.
+
+Estimators accept data the scikit-learn way, ``fit(X, y, *, rewards,
+next_observations, terminals, timeouts=None)`` with ``X`` the observations and
+``y`` the actions, or as one dataset: a mapping with D4RL keys, a d3rlpy
+``MDPDataset``/``ReplayBuffer``, or a path to an ``.npz``/``.hdf5`` file with D4RL
+keys. :func:`as_transitions` turns any of these into validated float32 arrays.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_array, check_consistent_length
+
+__all__ = [
+    "D4RL_KEYS",
+    "Transitions",
+    "as_transitions",
+    "check_finite",
+    "episode_ids",
+    "is_dataset",
+    "to_numpy",
+]
+
+D4RL_KEYS = (
+    "observations",
+    "actions",
+    "rewards",
+    "next_observations",
+    "terminals",
+    "timeouts",
+)
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """Validated transitions as float32 numpy arrays (``timeouts`` may be None)."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_observations: np.ndarray
+    terminals: np.ndarray
+    timeouts: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.observations)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """The transitions as a dict with D4RL keys."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        }
+
+
+def episode_ids(terminals: np.ndarray, timeouts: np.ndarray | None) -> np.ndarray:
+    """Episode index of every transition, from the episode-ending flags."""
+    ends = np.asarray(terminals, dtype=bool)
+    if timeouts is not None:
+        ends = ends | np.asarray(timeouts, dtype=bool)
+    starts = np.zeros(len(ends), dtype=np.int64)
+    starts[1:] = ends[:-1]
+    return np.cumsum(starts)
+
+
+def check_finite(values: np.ndarray, name: str) -> None:
+    """Raise a ValueError naming ``name`` and the first row holding NaN or inf."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.reshape(len(values), -1).all(axis=1))[0]
+        raise ValueError(
+            f"{name} contains NaN or infinity (first at index {bad}); "
+            "remove or impute those transitions."
+        )
+
+
+def to_numpy(values):
+    """Torch tensors (on any device) to numpy; anything else unchanged."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return values
+
+
+def _as_float_array(values, name: str, *, ndim: int) -> np.ndarray:
+    array = check_array(
+        to_numpy(values),
+        input_name=name,
+        dtype=np.float32,
+        ensure_2d=ndim == 2,
+        ensure_all_finite=False,
+        ensure_min_samples=1,
+    )
+    if ndim == 1:
+        array = np.asarray(array)
+        if array.ndim == 2 and array.shape[1] == 1:
+            array = array[:, 0]
+        if array.ndim != 1:
+            raise ValueError(
+                f"{name} must be one-dimensional, got shape {array.shape}."
+            )
+    check_finite(array, name)
+    return array
+
+
+def _as_flags(values, name: str) -> np.ndarray:
+    array = _as_float_array(values, name, ndim=1)
+    bad = np.flatnonzero((array != 0) & (array != 1))
+    if len(bad):
+        raise ValueError(
+            f"{name} must hold 0/1 or booleans; index {bad[0]} is {array[bad[0]]}."
+        )
+    return array
+
+
+def _from_arrays(
+    X, y, rewards, next_observations, terminals, timeouts
+) -> Transitions:
+    missing = [
+        name
+        for name, value in (
+            ("y", y),
+            ("rewards", rewards),
+            ("next_observations", next_observations),
+            ("terminals", terminals),
+        )
+        if value is None
+    ]
+    if missing:
+        raise ValueError(
+            f"fit needs {', '.join(missing)}: pass observations as X, actions as y "
+            "and rewards=, next_observations=, terminals= as keyword arguments, "
+            "or one dataset (a mapping with D4RL keys, a d3rlpy dataset or a path)."
+        )
+    observations = _as_float_array(X, "X", ndim=2)
+    actions = np.asarray(to_numpy(y))
+    actions = _as_float_array(
+        actions.reshape(-1, 1) if actions.ndim == 1 else actions, "y", ndim=2
+    )
+    arrays = {
+        "rewards": _as_float_array(rewards, "rewards", ndim=1),
+        "next_observations": _as_float_array(
+            next_observations, "next_observations", ndim=2
+        ),
+        "terminals": _as_flags(terminals, "terminals"),
+    }
+    if timeouts is not None:
+        arrays["timeouts"] = _as_flags(timeouts, "timeouts")
+    for name, array in arrays.items():
+        if len(array) != len(observations):
+            raise ValueError(
+                f"{name} has {len(array)} entries but X has {len(observations)}; "
+                "every transition needs one of each."
+            )
+    check_consistent_length(observations, actions, *arrays.values())
+    if arrays["next_observations"].shape[1] != observations.shape[1]:
+        raise ValueError(
+            f"next_observations has {arrays['next_observations'].shape[1]} "
+            f"features but X has {observations.shape[1]}."
+        )
+    return Transitions(observations, actions, **arrays)
+
+
+def _from_mapping(data: Mapping) -> Transitions:
+    missing = [k for k in D4RL_KEYS[:-1] if k not in data]
+    if missing:
+        raise ValueError(
+            f"the dataset lacks the D4RL key(s) {missing}; it has {sorted(data)}."
+        )
+    return _from_arrays(
+        data["observations"],
+        data["actions"],
+        data["rewards"],
+        data["next_observations"],
+        data["terminals"],
+        data.get("timeouts"),
+    )
+
+
+def _from_file(path: str | os.PathLike) -> Transitions:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"dataset file {path!r} does not exist.")
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            return _from_mapping({k: data[k] for k in data.files if k in D4RL_KEYS})
+    if path.endswith((".hdf5", ".h5")):
+        try:
+            import h5py
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError("reading .hdf5 datasets needs h5py") from exc
+        with h5py.File(path, "r") as data:
+            return _from_mapping({k: data[k][()] for k in D4RL_KEYS if k in data})
+    raise ValueError(f"dataset file {path!r} must end in .npz, .hdf5 or .h5.")
+
+
+def _from_d3rlpy(buffer) -> Transitions:
+    """Flatten a d3rlpy ReplayBuffer/MDPDataset, one episode at a time.
+
+    d3rlpy stores no observation after an episode's last step: a terminal last
+    step keeps its own observation as a placeholder next observation (it is never
+    bootstrapped from), a timed-out last step is dropped.
+    """
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in D4RL_KEYS}
+    for episode in buffer.episodes:
+        obs = np.asarray(episode.observations, dtype=np.float32)
+        if obs.ndim != 2:
+            raise TypeError("only flat vector observations are supported.")
+        act = np.asarray(episode.actions, dtype=np.float32).reshape(len(obs), -1)
+        rew = np.asarray(episode.rewards, dtype=np.float32).reshape(len(obs))
+        terminated = bool(episode.terminated)
+        n = len(obs) if terminated else len(obs) - 1
+        if n <= 0:
+            continue
+        next_obs = np.concatenate([obs[1:], obs[-1:]])[:n]
+        terminals = np.zeros(n, dtype=np.float32)
+        timeouts = np.zeros(n, dtype=np.float32)
+        (terminals if terminated else timeouts)[-1] = 1.0
+        for key, value in zip(
+            D4RL_KEYS,
+            (obs[:n], act[:n], rew[:n], next_obs, terminals, timeouts),
+            strict=True,
+        ):
+            parts[key].append(value)
+    if not parts["observations"]:
+        raise ValueError("the d3rlpy dataset holds no complete transition.")
+    return _from_mapping({k: np.concatenate(v) for k, v in parts.items()})
+
+
+def is_dataset(X) -> bool:
+    """Whether ``X`` is a whole dataset rather than an array of observations."""
+    return isinstance(X, (str, os.PathLike, Mapping)) or hasattr(X, "episodes")
+
+
+def as_transitions(
+    X,
+    y=None,
+    *,
+    rewards=None,
+    next_observations=None,
+    terminals=None,
+    timeouts=None,
+) -> Transitions:
+    """Validate transitions given as arrays or as a dataset.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_transitions, obs_dim), mapping, d3rlpy dataset or path
+        Observations, or a whole dataset (then every other argument must be None).
+    y : array-like of shape (n_transitions, act_dim) or (n_transitions,)
+        Actions taken.
+    rewards : array-like of shape (n_transitions,)
+    next_observations : array-like of shape (n_transitions, obs_dim)
+    terminals : array-like of shape (n_transitions,)
+        1 where the episode ended in a terminal state (no bootstrapping).
+    timeouts : array-like of shape (n_transitions,), optional
+        1 where the episode was cut by a time limit (bootstrapping continues).
+
+    Returns
+    -------
+    Transitions
+
+    Raises
+    ------
+    ValueError
+        On NaN/inf (naming the argument and the first bad index), mismatched
+        lengths, wrong shapes, non-binary flags or incomplete datasets.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = as_transitions(np.zeros((4, 3)), np.zeros(4), rewards=np.ones(4),
+    ...                    next_observations=np.zeros((4, 3)), terminals=np.zeros(4))
+    >>> t.actions.shape
+    (4, 1)
+    """
+    if is_dataset(X):
+        extra = [
+            name
+            for name, value in (
+                ("y", y),
+                ("rewards", rewards),
+                ("next_observations", next_observations),
+                ("terminals", terminals),
+                ("timeouts", timeouts),
+            )
+            if value is not None
+        ]
+        if extra:
+            raise ValueError(
+                f"X is a whole dataset, so {', '.join(extra)} must not be given."
+            )
+        if isinstance(X, (str, os.PathLike)):
+            return _from_file(X)
+        if isinstance(X, Mapping):
+            return _from_mapping(X)
+        return _from_d3rlpy(X)
+    return _from_arrays(X, y, rewards, next_observations, terminals, timeouts)

@@ -1,0 +1,1 @@
+"""Base algorithms, one file each: the losses as pure functions, in update order."""

@@ -1,0 +1,127 @@
+"""Networks shared by the RL algorithms: MLPs, twin critics, Gaussian policies.
+
+Policies take an optional conditioning input (``cond_dim``) so that the same actor
+serves as FamO2O's universal model, fed the state and a code of the balance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["MLP", "EnsembleCritic", "GaussianPolicy"]
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # IQL's clip of the learned log-std
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+class MLP(nn.Sequential):
+    """Linear-ReLU stack ending in a linear layer of size ``out_dim``."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int):
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_dim, width), nn.ReLU()]
+            in_dim = width
+        layers.append(nn.Linear(in_dim, out_dim))
+        super().__init__(*layers)
+
+
+class _EnsembleLinear(nn.Module):
+    """``n`` independent linear layers evaluated with one batched matmul."""
+
+    def __init__(self, n: int, in_dim: int, out_dim: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default initialisation
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleCritic(nn.Module):
+    """``n_critics`` Q-networks Q_k(s, a) computed together.
+
+    One batched matmul per layer instead of one small matmul per critic: the twin
+    critics of IQL cost little more than one.
+
+    Returns
+    -------
+    q : tensor of shape (n_critics, batch)
+    """
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: Sequence[int], n_critics: int = 2
+    ):
+        super().__init__()
+        self.n_critics = n_critics
+        dims = [obs_dim + act_dim, *hidden]
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
+            layers += [_EnsembleLinear(n_critics, d_in, d_out), nn.ReLU()]
+        layers.append(_EnsembleLinear(n_critics, dims[-1], 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, observations: torch.Tensor, actions: torch.Tensor):
+        x = torch.cat([observations, actions], dim=-1)
+        x = x.unsqueeze(0).expand(self.n_critics, *x.shape)
+        return self.net(x).squeeze(-1)
+
+
+class GaussianPolicy(nn.Module):
+    """π(a | s[, c]) = N(tanh(f(s, c)), σ²), σ state-independent (as in IQL).
+
+    Parameters
+    ----------
+    obs_dim, act_dim : int
+    hidden : sequence of int
+    cond_dim : int, default=0
+        Size of an extra conditioning input concatenated to the state.
+    """
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: Sequence[int], cond_dim: int = 0
+    ):
+        super().__init__()
+        self.cond_dim = cond_dim
+        self.mean_net = MLP(obs_dim + cond_dim, hidden, act_dim)
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+
+    def _inputs(self, observations: torch.Tensor, cond: torch.Tensor | None):
+        if self.cond_dim == 0:
+            return observations
+        return torch.cat([observations, cond], dim=-1)
+
+    def mode(self, observations: torch.Tensor, cond: torch.Tensor | None = None):
+        """The mean action, in [-1, 1]."""
+        return torch.tanh(self.mean_net(self._inputs(observations, cond)))
+
+    def log_prob(
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """log π(a | s[, c]), shape (batch,)."""
+        mean = self.mode(observations, cond)
+        log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        z = (actions - mean) * torch.exp(-log_std)
+        return (-0.5 * z.square() - log_std - _HALF_LOG_2PI).sum(-1)
+
+    def sample(
+        self,
+        observations: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """A sample from the policy (not squashed; callers clip to [-1, 1])."""
+        mean = self.mode(observations, cond)
+        std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+        noise = torch.randn(
+            mean.shape, generator=generator, device=mean.device, dtype=mean.dtype
+        )
+        return mean + std * noise
