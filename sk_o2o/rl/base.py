@@ -59,6 +59,16 @@ class BaseRLPolicy(TorchEstimator):
 
     _device_attributes: ClassVar[tuple[str, ...]] = ("core_", "buffer_")
 
+    # With metadata routing enabled, the transitions' arrays reach fit without
+    # set_fit_request calls: an RL policy cannot be fitted without them.
+    __metadata_request__fit = {
+        "rewards": True,
+        "next_observations": True,
+        "terminals": True,
+        "timeouts": True,
+    }
+    __metadata_request__partial_fit = __metadata_request__fit
+
     # ------------------------------------------------------------------ to override
     def _make_core(self, obs_dim: int, act_dim: int, device: torch.device):
         raise NotImplementedError

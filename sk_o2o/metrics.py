@@ -1,0 +1,199 @@
+"""Scorers for model selection of RL policies with ``GridSearchCV``.
+
+- :func:`make_env_return_scorer`: the mean return of the deterministic policy in a
+  gymnasium environment, optionally D4RL-normalised. Needs no metadata.
+- :data:`td_error_scorer` and :data:`initial_state_value_scorer`: offline scores
+  on held-out transitions. They need ``rewards``/``next_observations``/
+  ``terminals``/``timeouts`` and receive them through scikit-learn's metadata
+  routing (``sklearn.set_config(enable_metadata_routing=True)``); they request
+  them by default, and so do the estimators' ``fit``.
+
+All scorers follow scikit-learn's convention: greater is better.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+from sklearn.utils.metadata_routing import UNUSED, _MetadataRequester
+
+from sk_o2o.data.transitions import as_transitions, episode_ids
+
+__all__ = [
+    "EnvReturnScorer",
+    "InitialStateValueScorer",
+    "TDErrorScorer",
+    "initial_state_value_scorer",
+    "make_env_return_scorer",
+    "td_error_scorer",
+]
+
+
+class EnvReturnScorer:
+    """Mean episode return of ``estimator.predict`` in an environment.
+
+    Use :func:`make_env_return_scorer` to build one.
+    """
+
+    def __init__(self, env, n_episodes: int, seed: int, reference_returns):
+        self.env = env
+        self.n_episodes = n_episodes
+        self.seed = seed
+        self.reference_returns = reference_returns
+
+    def __call__(self, estimator, X=None, y=None) -> float:
+        from sk_o2o.rl.online import evaluate_policy
+
+        returns = evaluate_policy(
+            estimator, self.env, n_episodes=self.n_episodes, seed=self.seed
+        )
+        score = float(np.mean(returns))
+        if self.reference_returns is not None:
+            low, high = self.reference_returns
+            score = 100.0 * (score - low) / (high - low)
+        return score
+
+    def __repr__(self) -> str:
+        return (
+            f"make_env_return_scorer({self.env!r}, n_episodes={self.n_episodes}, "
+            f"seed={self.seed}, reference_returns={self.reference_returns!r})"
+        )
+
+
+def make_env_return_scorer(
+    env,
+    *,
+    n_episodes: int = 5,
+    seed: int = 0,
+    reference_returns: tuple[float, float] | None = None,
+) -> EnvReturnScorer:
+    """A scorer returning the policy's mean return in ``env``.
+
+    Parameters
+    ----------
+    env : str or gymnasium.Env
+        Environment id (e.g. ``"Pendulum-v1"``) or instance.
+    n_episodes : int, default=5
+        Evaluation episodes, reset with seeds ``seed, seed + 1, ...``.
+    seed : int, default=0
+    reference_returns : (random_return, expert_return), optional
+        If given, the score is D4RL-normalised:
+        ``100 * (R - random) / (expert - random)``.
+
+    Returns
+    -------
+    scorer : EnvReturnScorer
+        Callable as ``scorer(estimator, X, y)``; ``X`` and ``y`` are ignored.
+
+    Examples
+    --------
+    >>> scorer = make_env_return_scorer("Pendulum-v1", n_episodes=2)
+    >>> scorer  # doctest: +ELLIPSIS
+    make_env_return_scorer('Pendulum-v1', n_episodes=2, ...)
+    """
+    if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)):
+        raise TypeError(f"n_episodes must be an int, got {n_episodes!r}.")
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}.")
+    if reference_returns is not None:
+        low, high = (float(v) for v in reference_returns)
+        if not high > low:
+            raise ValueError(
+                "reference_returns must be (random_return, expert_return) with "
+                f"expert > random, got {reference_returns!r}."
+            )
+        reference_returns = (low, high)
+    return EnvReturnScorer(env, int(n_episodes), int(seed), reference_returns)
+
+
+def _policy_and_features(estimator, X, next_observations=None):
+    """The final estimator, with X (and next observations) through a Pipeline."""
+    if isinstance(estimator, Pipeline):
+        head = estimator[:-1]
+        X = head.transform(X)
+        if next_observations is not None:
+            next_observations = head.transform(next_observations)
+        estimator = estimator[-1]
+    return estimator, X, next_observations
+
+
+class _OfflineScorer(_MetadataRequester):
+    # The transitions' other arrays are requested by default, so routing works
+    # without set_score_request calls; the estimator argument is not metadata.
+    __metadata_request__score = {
+        "estimator": UNUSED,
+        "rewards": True,
+        "next_observations": True,
+        "terminals": True,
+        "timeouts": True,
+    }
+
+    def score(
+        self,
+        estimator,
+        X,
+        y=None,
+        *,
+        rewards=None,
+        next_observations=None,
+        terminals=None,
+        timeouts=None,
+    ) -> float:
+        if rewards is None or next_observations is None or terminals is None:
+            raise ValueError(
+                f"{type(self).__name__} needs rewards, next_observations and "
+                "terminals of the held-out transitions: enable metadata routing "
+                "with sklearn.set_config(enable_metadata_routing=True) and pass "
+                "them to GridSearchCV.fit / cross_validate(params=...)."
+            )
+        policy, X, next_observations = _policy_and_features(
+            estimator, X, next_observations
+        )
+        data = as_transitions(
+            X,
+            y,
+            rewards=rewards,
+            next_observations=next_observations,
+            terminals=terminals,
+            timeouts=timeouts,
+        )
+        return self._score(policy, data)
+
+    __call__ = score
+
+    def _score(self, policy, data) -> float:
+        raise NotImplementedError
+
+
+class TDErrorScorer(_OfflineScorer):
+    """Negative mean squared TD error of the critic on held-out transitions.
+
+    ``Q(s, a) − r − γ(1 − d) Q(s', π(s'))``, as d3rlpy's ``TDErrorEvaluator``:
+    how well the critic explains unseen data (lower error, higher score).
+    """
+
+    def _score(self, policy, data) -> float:
+        q = policy.predict_value(data.observations, data.actions)
+        next_q = policy.predict_value(
+            data.next_observations, policy.predict(data.next_observations)
+        )
+        target = data.rewards + policy.gamma * (1.0 - data.terminals) * next_q
+        return -float(np.mean((q - target) ** 2))
+
+
+class InitialStateValueScorer(_OfflineScorer):
+    """Mean estimated value Q(s₀, π(s₀)) over the episodes' first states.
+
+    Episode starts are found from ``terminals``/``timeouts`` (held-out folds from
+    ``GroupKFold`` over episodes keep episodes whole and in order).
+    """
+
+    def _score(self, policy, data) -> float:
+        ids = episode_ids(data.terminals, data.timeouts)
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        s0 = data.observations[starts]
+        return float(np.mean(policy.predict_value(s0, policy.predict(s0))))
+
+
+td_error_scorer = TDErrorScorer()
+initial_state_value_scorer = InitialStateValueScorer()
