@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
+from scipy.sparse import issparse
 from sklearn.utils.validation import check_array, check_consistent_length
 
 __all__ = [
@@ -235,6 +236,8 @@ def _from_d3rlpy(buffer) -> Transitions:
 
 def is_dataset(X) -> bool:
     """Whether ``X`` is a whole dataset rather than an array of observations."""
+    if issparse(X):  # a DOK sparse matrix is a dict, not a dataset
+        return False
     return isinstance(X, (str, os.PathLike, Mapping)) or hasattr(X, "episodes")
 
 

@@ -293,7 +293,8 @@ class BaseRLPolicy(TorchEstimator):
             if all(a is None for a in rl_args) and timeouts is None:
                 if y is None:
                     raise ValueError(
-                        "y (the actions) is required when X holds observations."
+                        f"{type(self).__name__} requires y to be passed, but the "
+                        "target y is None: y holds the actions taken in X."
                     )
                 warnings.warn(
                     "fit got no rewards, next_observations or terminals: every "
@@ -327,7 +328,7 @@ class BaseRLPolicy(TorchEstimator):
                 f"was fitted with {self.action_dim_}."
             )
         if reset:
-            self.actions_1d_ = y is not None and np.ndim(to_numpy(y)) == 1
+            self.actions_1d_ = y is not None and np.asarray(to_numpy(y)).ndim == 1
         return data
 
     def _initialise(self, data: Transitions) -> None:
@@ -443,7 +444,9 @@ class BaseRLPolicy(TorchEstimator):
         return q.cpu().numpy().astype(np.float64) / self.reward_scale_
 
     def _actions_out(self, normalised: torch.Tensor) -> np.ndarray:
-        actions = self.action_scaler_.inverse_transform(normalised.cpu().numpy())
+        actions = self.action_scaler_.inverse_transform(
+            normalised.cpu().numpy().astype(np.float64)
+        )
         return actions[:, 0] if self.actions_1d_ else actions
 
     # ------------------------------------------------------------------ persistence

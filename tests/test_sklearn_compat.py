@@ -1,0 +1,24 @@
+"""scikit-learn's own estimator checks, run on every public estimator."""
+
+from __future__ import annotations
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sk_o2o import IQLPolicy
+
+# Each entry says why the check cannot pass for an RL policy.
+EXPECTED_FAILED_CHECKS: dict[str, str] = {}
+
+
+def _small(estimator):
+    return estimator.set_params(
+        n_steps=20, batch_size=16, hidden_sizes=(16,), device="cpu", random_state=0
+    )
+
+
+@parametrize_with_checks(
+    [_small(IQLPolicy())],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
