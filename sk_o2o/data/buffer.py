@@ -82,6 +82,11 @@ class TransitionBuffer:
             self._storage[key][self.size : self.size + n] = tensor.to(self.device)
         self.size += n
 
+    def rows(self, start: int, stop: int | None = None) -> dict[str, torch.Tensor]:
+        """Views of the stored rows ``start:stop``, for in-place normalisation."""
+        stop = self.size if stop is None else stop
+        return {key: value[start:stop] for key, value in self._storage.items()}
+
     def sample(self, indices: torch.Tensor) -> Batch:
         """The transitions at ``indices`` (a long tensor on the buffer's device)."""
         return Batch(*(self._storage[key][indices] for key in Batch._fields))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from sk_o2o.data.transitions import episode_ids
 
@@ -32,6 +33,12 @@ class ObservationScaler:
 
     def transform(self, observations: np.ndarray) -> np.ndarray:
         return ((observations - self.mean) / self.std).astype(np.float32)
+
+    def transform_(self, observations: torch.Tensor) -> torch.Tensor:
+        """In-place :meth:`transform` of a tensor (no temporary copies)."""
+        device = observations.device
+        mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
+        return observations.sub_(mean.to(device)).div_(std.to(device))
 
 
 def fit_observation_scaler(observations: np.ndarray, enabled: bool):
@@ -59,6 +66,13 @@ class ActionScaler:
         return (2.0 * (actions - self.low) / (self.high - self.low) - 1.0).astype(
             np.float32
         )
+
+    def transform_(self, actions: torch.Tensor) -> torch.Tensor:
+        """In-place :meth:`transform` of a tensor."""
+        device = actions.device
+        low = torch.from_numpy(self.low).to(device)
+        high = torch.from_numpy(self.high).to(device)
+        return actions.sub_(low).mul_(2.0 / (high - low)).sub_(1.0)
 
     def inverse_transform(self, actions: np.ndarray) -> np.ndarray:
         scaled = self.low + (np.clip(actions, -1.0, 1.0) + 1.0) * (

@@ -372,14 +372,21 @@ class BaseRLPolicy(TorchEstimator):
             self.buffer_ = TransitionBuffer(
                 self.n_features_in_, self.action_dim_, self.device_, len(data)
             )
-        obs = self.observation_scaler_
+        # Raw float32 rows are copied to the device once and normalised there in
+        # place: no normalised copies of the dataset are made on the host.
+        start = len(self.buffer_)
         self.buffer_.append(
-            observations=obs.transform(data.observations),
-            actions=self.action_scaler_.transform(data.actions),
-            rewards=data.rewards * np.float32(self.reward_scale_),
-            next_observations=obs.transform(data.next_observations),
+            observations=data.observations,
+            actions=data.actions,
+            rewards=data.rewards,
+            next_observations=data.next_observations,
             dones=data.terminals,
         )
+        rows = self.buffer_.rows(start)
+        self.observation_scaler_.transform_(rows["observations"])
+        self.observation_scaler_.transform_(rows["next_observations"])
+        self.action_scaler_.transform_(rows["actions"])
+        rows["rewards"].mul_(self.reward_scale_)
 
     def _train(self, n_steps: int, *, phase: str) -> None:
         """``n_steps`` gradient steps on uniformly sampled batches of the buffer."""

@@ -1,0 +1,104 @@
+"""Update throughput of sk_o2o's IQLPolicy against d3rlpy's IQL, side by side.
+
+Both train on the same transitions (Hopper-sized: 11-d observations, 3-d actions)
+with batch 256 and 256-256 MLPs, in one process, on the same device. Each runs
+``--steps`` gradient steps through its public ``fit`` (sampling included) after a
+short warm-up; the script prints gradient steps per second and the ratio.
+
+    python benchmarks/iql_throughput.py --steps 2000 --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+
+def make_data(n: int, obs_dim: int = 11, act_dim: int = 3, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n + 1, obs_dim)).astype(np.float32)
+    terminals = np.zeros(n, dtype=np.float32)
+    terminals[999::1000] = 1.0
+    return {
+        "observations": obs[:-1],
+        "actions": rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "next_observations": obs[1:],
+        "terminals": terminals,
+    }
+
+
+def time_sk_o2o(data: dict, steps: int, device: str) -> float:
+    from sk_o2o import IQLPolicy
+
+    def run(n_steps):
+        policy = IQLPolicy(
+            n_steps=n_steps, batch_size=256, device=device, random_state=0
+        )
+        start = time.perf_counter()
+        policy.fit(data)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    run(50)  # warm-up
+    return steps / (run(steps) - run(0))
+
+
+def time_d3rlpy(data: dict, steps: int, device: str) -> float:
+    import d3rlpy
+
+    dataset = d3rlpy.dataset.MDPDataset(
+        data["observations"], data["actions"], data["rewards"], data["terminals"]
+    )
+    d3_device = "cpu:0" if device == "cpu" else "cuda:0"
+
+    def run(n_steps):
+        iql = d3rlpy.algos.IQLConfig(batch_size=256).create(device=d3_device)
+        start = time.perf_counter()
+        if n_steps:
+            iql.fit(
+                dataset,
+                n_steps=n_steps,
+                n_steps_per_epoch=n_steps,
+                show_progress=False,
+                logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
+            )
+        else:
+            iql.build_with_dataset(dataset)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    run(50)
+    return steps / (run(steps) - run(0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--transitions", type=int, default=100_000)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    data = make_data(args.transitions)
+    ours = time_sk_o2o(data, args.steps, args.device)
+    theirs = time_d3rlpy(data, args.steps, args.device)
+    result = {
+        "device": args.device,
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads",
+        "steps": args.steps,
+        "sk_o2o_steps_per_s": round(ours, 1),
+        "d3rlpy_steps_per_s": round(theirs, 1),
+        "ratio": round(ours / theirs, 2),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
