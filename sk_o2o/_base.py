@@ -190,7 +190,9 @@ def _to_json(obj: Any) -> Any:
     """Convert parameters and fitted metadata to JSON-compatible values."""
     if isinstance(obj, Mapping):
         return {str(k): _to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, tuple):  # tagged, so parameters load back unchanged
+        return {"__tuple__": [_to_json(v) for v in obj]}
+    if isinstance(obj, list):
         return [_to_json(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return obj.tolist()
@@ -206,6 +208,16 @@ def _to_json(obj: Any) -> Any:
         f"cannot store a {type(obj).__name__} in the safe format; "
         "use pickle or joblib for this model."
     )
+
+
+def _from_json(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__tuple__"}:
+            return tuple(_from_json(v) for v in obj["__tuple__"])
+        return {k: _from_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_from_json(v) for v in obj]
+    return obj
 
 
 def _registry() -> dict[str, type[TorchEstimator]]:
@@ -238,10 +250,10 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimato
 
     with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
         metadata = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
     if "sk_o2o" not in metadata:
         raise ValueError(f"{os.fspath(path)!r} is not an sk_o2o model file.")
-    header = json.loads(metadata["sk_o2o"])
+    header = _from_json(json.loads(metadata["sk_o2o"]))
     if header.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"unsupported sk_o2o model format {header.get('format_version')!r}."

@@ -16,6 +16,7 @@ from sk_o2o.data.transitions import episode_ids
 __all__ = [
     "ActionScaler",
     "ObservationScaler",
+    "check_actions_in_bounds",
     "fit_action_scaler",
     "fit_observation_scaler",
     "reward_scale",
@@ -45,13 +46,19 @@ def fit_observation_scaler(observations: np.ndarray, enabled: bool):
     """Standardise each feature; constant features keep a unit scale."""
     dim = observations.shape[1]
     if not enabled:
-        return ObservationScaler(
-            np.zeros(dim, np.float32), np.ones(dim, np.float32)
-        )
-    std = observations.std(axis=0)
+        return ObservationScaler(np.zeros(dim, np.float32), np.ones(dim, np.float32))
+    # float64 statistics, accumulated in chunks so no full-size temporary is made
+    # (float32 accumulation turns a constant 1e6 feature into std 0.125).
+    n = len(observations)
+    mean = observations.sum(axis=0, dtype=np.float64) / n
+    sq = np.zeros(dim)
+    for start in range(0, n, 65_536):
+        chunk = observations[start : start + 65_536].astype(np.float64) - mean
+        sq += np.einsum("ij,ij->j", chunk, chunk)
+    std = np.sqrt(sq / n)
+    constant = std <= 1e-6 * (1.0 + np.abs(mean))
     return ObservationScaler(
-        observations.mean(axis=0).astype(np.float32),
-        np.where(std < 1e-6, 1.0, std).astype(np.float32),
+        mean.astype(np.float32), np.where(constant, 1.0, std).astype(np.float32)
     )
 
 
@@ -70,8 +77,8 @@ class ActionScaler:
     def transform_(self, actions: torch.Tensor) -> torch.Tensor:
         """In-place :meth:`transform` of a tensor."""
         device = actions.device
-        low = torch.from_numpy(self.low).to(device)
-        high = torch.from_numpy(self.high).to(device)
+        low = torch.from_numpy(self.low).to(device, torch.float32)
+        high = torch.from_numpy(self.high).to(device, torch.float32)
         return actions.sub_(low).mul_(2.0 / (high - low)).sub_(1.0)
 
     def inverse_transform(self, actions: np.ndarray) -> np.ndarray:
@@ -105,19 +112,29 @@ def fit_action_scaler(actions: np.ndarray, action_bounds) -> ActionScaler:
                     "action_bounds must be None, a (low, high) pair or a gymnasium "
                     f"Box, got {action_bounds!r}."
                 ) from None
-        low = np.broadcast_to(np.asarray(low, dtype=np.float32), (dim,)).copy()
-        high = np.broadcast_to(np.asarray(high, dtype=np.float32), (dim,)).copy()
+        low = np.broadcast_to(np.asarray(low, dtype=np.float64), (dim,)).copy()
+        high = np.broadcast_to(np.asarray(high, dtype=np.float64), (dim,)).copy()
         if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
             raise ValueError("action_bounds must be finite.")
         if np.any(high <= low):
             raise ValueError(f"action_bounds need low < high, got {low}, {high}.")
-        outside = np.flatnonzero(((actions < low) | (actions > high)).any(axis=1))
-        if len(outside):
-            raise ValueError(
-                f"y holds actions outside action_bounds (first at index "
-                f"{outside[0]}: {actions[outside[0]]}, bounds {low}..{high})."
-            )
-    return ActionScaler(low.astype(np.float32), high.astype(np.float32))
+        check_actions_in_bounds(actions, low, high, "action_bounds")
+    return ActionScaler(low.astype(np.float64), high.astype(np.float64))
+
+
+def check_actions_in_bounds(actions, low, high, bounds_name: str) -> None:
+    """Raise a ValueError naming ``y`` and the first action outside the bounds.
+
+    Compared in float32, the precision actions are stored in, so an action at a
+    bound such as -0.1 is not refused for float rounding.
+    """
+    low32, high32 = np.float32(low), np.float32(high)
+    outside = np.flatnonzero(((actions < low32) | (actions > high32)).any(axis=1))
+    if len(outside):
+        raise ValueError(
+            f"y holds actions outside {bounds_name} (first at index "
+            f"{outside[0]}: {actions[outside[0]]}, bounds {low}..{high})."
+        )
 
 
 def reward_scale(

@@ -77,8 +77,8 @@ def check_finite(values: np.ndarray, name: str) -> None:
     if not finite.all():
         bad = np.flatnonzero(~finite.reshape(len(values), -1).all(axis=1))[0]
         raise ValueError(
-            f"{name} contains NaN or infinity (first at index {bad}); "
-            "remove or impute those transitions."
+            f"{name} contains NaN, infinity or a value too large for float32 "
+            f"(first at index {bad}); remove or impute those transitions."
         )
 
 
@@ -120,9 +120,7 @@ def _as_flags(values, name: str) -> np.ndarray:
     return array
 
 
-def _from_arrays(
-    X, y, rewards, next_observations, terminals, timeouts
-) -> Transitions:
+def _from_arrays(X, y, rewards, next_observations, terminals, timeouts) -> Transitions:
     missing = [
         name
         for name, value in (
@@ -145,6 +143,7 @@ def _from_arrays(
         actions.reshape(-1, 1) if actions.ndim == 1 else actions, "y", ndim=2
     )
     arrays = {
+        "y": actions,
         "rewards": _as_float_array(rewards, "rewards", ndim=1),
         "next_observations": _as_float_array(
             next_observations, "next_observations", ndim=2
@@ -159,7 +158,8 @@ def _from_arrays(
                 f"{name} has {len(array)} entries but X has {len(observations)}; "
                 "every transition needs one of each."
             )
-    check_consistent_length(observations, actions, *arrays.values())
+    check_consistent_length(observations, *arrays.values())
+    del arrays["y"]
     if arrays["next_observations"].shape[1] != observations.shape[1]:
         raise ValueError(
             f"next_observations has {arrays['next_observations'].shape[1]} "
@@ -238,7 +238,8 @@ def is_dataset(X) -> bool:
     """Whether ``X`` is a whole dataset rather than an array of observations."""
     if issparse(X):  # a DOK sparse matrix is a dict, not a dataset
         return False
-    return isinstance(X, (str, os.PathLike, Mapping)) or hasattr(X, "episodes")
+    is_d3rlpy = hasattr(X, "episodes") and hasattr(X, "transition_count")
+    return isinstance(X, (str, os.PathLike, Mapping)) or is_d3rlpy
 
 
 def as_transitions(

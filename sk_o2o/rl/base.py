@@ -29,6 +29,7 @@ from sk_o2o.data.buffer import Batch, TransitionBuffer
 from sk_o2o.data.normalization import (
     ActionScaler,
     ObservationScaler,
+    check_actions_in_bounds,
     fit_action_scaler,
     fit_observation_scaler,
     reward_scale,
@@ -186,7 +187,10 @@ class BaseRLPolicy(TorchEstimator):
             if first_call:
                 self._initialise(data)
             else:
-                self._check_actions(data.actions)
+                scaler = self.action_scaler_
+                check_actions_in_bounds(
+                    data.actions, scaler.low, scaler.high, "the fitted action bounds"
+                )
                 self._append(data)
         self._train(int(n_updates), phase="partial_fit")
         return self
@@ -238,7 +242,12 @@ class BaseRLPolicy(TorchEstimator):
         values : ndarray of shape (n_samples,)
         """
         obs = self._observations_tensor(X)
-        actions = np.asarray(to_numpy(y), dtype=np.float32).reshape(len(obs), -1)
+        actions = np.asarray(to_numpy(y), dtype=np.float32)
+        if len(actions) != len(obs):
+            raise ValueError(
+                f"y has {len(actions)} actions but X has {len(obs)} observations."
+            )
+        actions = actions.reshape(len(obs), -1)
         if actions.shape[1] != self.action_dim_:
             raise ValueError(
                 f"y has {actions.shape[1]} action dimensions, but the policy was "
@@ -355,18 +364,6 @@ class BaseRLPolicy(TorchEstimator):
         self.history_: list[dict[str, Any]] = []
         self._append(data)
 
-    def _check_actions(self, actions: np.ndarray) -> None:
-        scaler = self.action_scaler_
-        outside = np.flatnonzero(
-            ((actions < scaler.low) | (actions > scaler.high)).any(axis=1)
-        )
-        if len(outside):
-            raise ValueError(
-                f"y holds actions outside the fitted action bounds (first at index "
-                f"{outside[0]}: {actions[outside[0]]}, bounds "
-                f"{scaler.low}..{scaler.high})."
-            )
-
     def _append(self, data: Transitions) -> None:
         if not hasattr(self, "buffer_"):  # e.g. after sk_o2o.load
             self.buffer_ = TransitionBuffer(
@@ -397,7 +394,9 @@ class BaseRLPolicy(TorchEstimator):
         sums: dict[str, torch.Tensor] = {}
         since_log = 0
         self.core_.train()
-        with progress_bar(n_steps, verbose=self.verbose, desc=type(self).__name__) as bar:
+        with progress_bar(
+            n_steps, verbose=self.verbose, desc=type(self).__name__
+        ) as bar:
             done = 0
             while done < n_steps:
                 chunk = min(_INDEX_CHUNK, n_steps - done)
@@ -431,7 +430,10 @@ class BaseRLPolicy(TorchEstimator):
             self, to_numpy(X), reset=False, dtype=np.float32, ensure_all_finite=False
         )
         check_finite(X, "X")
-        return self._to_device(self.observation_scaler_.transform(X))
+        # Far outside the data the networks would overflow to NaN; 1e4 standard
+        # deviations is beyond any state seen in training.
+        normalised = np.clip(self.observation_scaler_.transform(X), -1e4, 1e4)
+        return self._to_device(normalised)
 
     def _policy_mode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.core_.actor.mode(obs)
@@ -487,7 +489,6 @@ class BaseRLPolicy(TorchEstimator):
     def _set_state(self, state, tensors) -> None:
         device = resolve_device(self.device, fallback_to_cpu=True)
         config = dict(state["core_config"])
-        config["hidden"] = tuple(config["hidden"])
         core_cls, config_cls = self._core_class()
         core = core_cls(config_cls(**config), device)
         core.load_state_dict(
@@ -507,6 +508,7 @@ class BaseRLPolicy(TorchEstimator):
         self.reward_scale_ = float(state["reward_scale_"])
         self.history_ = list(state["history_"])
         if "feature_names_in_" in state:
-            self.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
+            self.feature_names_in_ = np.asarray(
+                state["feature_names_in_"], dtype=object
+            )
         self.device_ = device
-

@@ -6,6 +6,7 @@ serves as FamO2O's universal model, fed the state and a code of the balance.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -36,7 +37,9 @@ class _EnsembleLinear(nn.Module):
     def __init__(self, n: int, in_dim: int, out_dim: int):
         super().__init__()
         bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default initialisation
-        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim).uniform_(-bound, bound))
+        self.weight = nn.Parameter(
+            torch.empty(n, in_dim, out_dim).uniform_(-bound, bound)
+        )
         self.bias = nn.Parameter(torch.empty(n, 1, out_dim).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +64,7 @@ class EnsembleCritic(nn.Module):
         self.n_critics = n_critics
         dims = [obs_dim + act_dim, *hidden]
         layers: list[nn.Module] = []
-        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
+        for d_in, d_out in itertools.pairwise(dims):
             layers += [_EnsembleLinear(n_critics, d_in, d_out), nn.ReLU()]
         layers.append(_EnsembleLinear(n_critics, dims[-1], 1))
         self.net = nn.Sequential(*layers)

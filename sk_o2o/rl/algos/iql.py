@@ -21,6 +21,7 @@ target, a one-step lag of a slowly moving network (documented departure).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 from torch import nn
 

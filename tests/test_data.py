@@ -1,0 +1,437 @@
+"""The data layer: converters, episode ids, the device buffer and the normalisers."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from sk_o2o.data import D4RL_KEYS, TransitionBuffer, Transitions, as_transitions
+from sk_o2o.data.normalization import (
+    ActionScaler,
+    fit_action_scaler,
+    fit_observation_scaler,
+    reward_scale,
+)
+from sk_o2o.data.transitions import episode_ids
+
+
+def _assert_same(t: Transitions, data: dict[str, np.ndarray]) -> None:
+    for key in D4RL_KEYS:
+        got = getattr(t, key)
+        if key not in data:
+            assert got is None
+            continue
+        assert got.dtype == np.float32, key
+        np.testing.assert_array_equal(got, data[key], err_msg=key)
+
+
+# --------------------------------------------------------------------- converters
+def test_from_arrays(make_transitions, fit_kwargs):
+    data = make_transitions(n=30, obs_dim=4, act_dim=2)
+    t = as_transitions(data["observations"], data["actions"], **fit_kwargs(data))
+    assert len(t) == 30
+    _assert_same(t, data)
+    assert set(t.as_dict()) == set(D4RL_KEYS)
+
+
+def test_from_arrays_without_timeouts(make_transitions, fit_kwargs):
+    data = make_transitions(n=20, timeouts=False)
+    t = as_transitions(data["observations"], data["actions"], **fit_kwargs(data))
+    assert t.timeouts is None
+    assert "timeouts" not in t.as_dict()
+    _assert_same(t, data)
+
+
+def test_from_arrays_casts_float64_and_bool_flags(make_transitions):
+    data = make_transitions(n=20)
+    t = as_transitions(
+        data["observations"].astype(np.float64),
+        data["actions"].astype(np.float64),
+        rewards=data["rewards"].astype(np.float64).tolist(),
+        next_observations=data["next_observations"].astype(np.float64),
+        terminals=data["terminals"].astype(bool),
+        timeouts=data["timeouts"].astype(np.int64),
+    )
+    _assert_same(t, data)
+
+
+def test_from_mapping(make_transitions):
+    data = make_transitions(n=25, obs_dim=2, act_dim=3)
+    _assert_same(as_transitions(data), data)
+
+
+def test_from_mapping_ignores_extra_keys(make_transitions):
+    data = make_transitions(n=10)
+    t = as_transitions({**data, "infos/qpos": np.zeros((10, 7))})
+    _assert_same(t, data)
+
+
+def test_from_npz(tmp_path, make_transitions):
+    data = make_transitions(n=30, obs_dim=3, act_dim=1)
+    path = tmp_path / "data.npz"
+    np.savez(path, **data, extra=np.arange(3))
+    _assert_same(as_transitions(path), data)
+    _assert_same(as_transitions(str(path)), data)
+
+
+@pytest.mark.parametrize("suffix", [".hdf5", ".h5"])
+def test_from_hdf5(tmp_path, make_transitions, suffix):
+    h5py = pytest.importorskip("h5py")
+    data = make_transitions(n=30, obs_dim=3, act_dim=2)
+    path = tmp_path / f"data{suffix}"
+    with h5py.File(path, "w") as f:
+        for key, value in data.items():
+            f.create_dataset(key, data=value)
+        f.create_dataset("infos/qpos", data=np.zeros((30, 2)))
+    _assert_same(as_transitions(path), data)
+
+
+def test_from_d3rlpy_mdp_dataset():
+    d3rlpy = pytest.importorskip("d3rlpy")
+    n = 12
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(n, 2)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+    rew = np.arange(n, dtype=np.float32)
+    terminals = np.zeros(n, dtype=np.float32)
+    timeouts = np.zeros(n, dtype=np.float32)
+    # Episodes: steps 0-3 (terminal), 4-7 (time limit), 8-11 (terminal).
+    terminals[[3, 11]] = 1.0
+    timeouts[7] = 1.0
+    dataset = d3rlpy.dataset.MDPDataset(obs, act, rew, terminals, timeouts=timeouts)
+
+    t = as_transitions(dataset)
+
+    # The timed-out last step (index 7) has no next observation and is dropped;
+    # the terminal last steps (3 and 11) are kept.
+    kept = np.array([0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11])
+    assert len(t) == len(kept)
+    np.testing.assert_array_equal(t.observations, obs[kept])
+    np.testing.assert_array_equal(t.actions, act[kept])
+    np.testing.assert_array_equal(t.rewards, rew[kept])
+    # next_observations follow the original sequence inside episodes.
+    inside = [0, 1, 2, 4, 5, 6, 8, 9, 10]
+    positions = [int(np.flatnonzero(kept == i)[0]) for i in inside]
+    np.testing.assert_array_equal(
+        t.next_observations[positions], obs[np.add(inside, 1)]
+    )
+    # Terminal flags at the kept terminal steps, the timeout moved to the last
+    # kept step of the timed-out episode (step 6, whose next observation exists).
+    np.testing.assert_array_equal(np.flatnonzero(t.terminals), [3, 10])
+    np.testing.assert_array_equal(np.flatnonzero(t.timeouts), [6])
+    np.testing.assert_array_equal(t.next_observations[6], obs[7])
+
+
+def test_one_dimensional_y_becomes_column(make_transitions, fit_kwargs):
+    data = make_transitions(n=15, act_dim=1)
+    t = as_transitions(data["observations"], data["actions"][:, 0], **fit_kwargs(data))
+    assert t.actions.shape == (15, 1)
+    np.testing.assert_array_equal(t.actions, data["actions"])
+
+
+def test_column_rewards_become_one_dimensional(make_transitions, fit_kwargs):
+    data = make_transitions(n=15)
+    kwargs = {**fit_kwargs(data), "rewards": data["rewards"][:, None]}
+    t = as_transitions(data["observations"], data["actions"], **kwargs)
+    assert t.rewards.shape == (15,)
+
+
+def test_torch_tensors_accepted(make_transitions):
+    data = make_transitions(n=20)
+    tensors = {k: torch.from_numpy(v) for k, v in data.items()}
+    t = as_transitions(
+        tensors["observations"],
+        tensors["actions"],
+        rewards=tensors["rewards"],
+        next_observations=tensors["next_observations"],
+        terminals=tensors["terminals"],
+        timeouts=tensors["timeouts"],
+    )
+    _assert_same(t, data)
+    _assert_same(as_transitions(tensors), data)
+
+
+def test_tensor_requiring_grad_accepted(make_transitions, fit_kwargs):
+    data = make_transitions(n=10)
+    X = torch.from_numpy(data["observations"]).requires_grad_(True)
+    t = as_transitions(X, data["actions"], **fit_kwargs(data))
+    np.testing.assert_array_equal(t.observations, data["observations"])
+
+
+# --------------------------------------------------------------------- episode ids
+@settings(max_examples=25, deadline=None)
+@given(
+    flags=st.integers(1, 60).flatmap(
+        lambda n: st.tuples(
+            hnp.arrays(np.int8, n, elements=st.integers(0, 1)),
+            st.one_of(st.none(), hnp.arrays(np.int8, n, elements=st.integers(0, 1))),
+        )
+    )
+)
+def test_episode_ids_property(flags):
+    terminals, timeouts = flags
+    ids = episode_ids(terminals, timeouts)
+    ends = terminals.astype(bool)
+    if timeouts is not None:
+        ends |= timeouts.astype(bool)
+    assert ids.shape == terminals.shape
+    assert ids[0] == 0
+    steps = np.diff(ids)
+    assert np.all(steps >= 0)
+    # The id increments exactly after each end flag, and nowhere else.
+    np.testing.assert_array_equal(steps, ends[:-1].astype(np.int64))
+
+
+def test_episode_ids_example():
+    terminals = np.array([0, 1, 0, 0, 0, 0, 1])
+    timeouts = np.array([0, 0, 0, 1, 0, 0, 0])
+    np.testing.assert_array_equal(
+        episode_ids(terminals, timeouts), [0, 0, 1, 1, 2, 2, 2]
+    )
+    np.testing.assert_array_equal(episode_ids(terminals, None), [0, 0, 1, 1, 1, 1, 1])
+
+
+# --------------------------------------------------------------------- buffer
+def _rows(rng, n, obs_dim=3, act_dim=2):
+    return {
+        "observations": rng.normal(size=(n, obs_dim)).astype(np.float32),
+        "actions": rng.normal(size=(n, act_dim)).astype(np.float32),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "next_observations": rng.normal(size=(n, obs_dim)).astype(np.float32),
+        "dones": rng.integers(0, 2, size=n).astype(np.float32),
+    }
+
+
+def _contents(buffer: TransitionBuffer) -> dict[str, np.ndarray]:
+    batch = buffer.sample(torch.arange(len(buffer)))
+    return {k: v.numpy() for k, v in batch._asdict().items()}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=8),
+    capacity=st.integers(1, 16),
+    seed=st.integers(0, 2**16),
+)
+def test_buffer_append_growth_keeps_contents(sizes, capacity, seed):
+    rng = np.random.default_rng(seed)
+    buffer = TransitionBuffer(3, 2, torch.device("cpu"), capacity=capacity)
+    chunks = [_rows(rng, n) for n in sizes]
+    for i, chunk in enumerate(chunks):
+        buffer.append(**chunk)
+        assert len(buffer) == sum(sizes[: i + 1])
+        assert buffer.capacity >= len(buffer)
+    got = _contents(buffer)
+    for key in got:
+        np.testing.assert_array_equal(
+            got[key], np.concatenate([c[key] for c in chunks]), err_msg=key
+        )
+
+
+def test_buffer_accepts_tensors_and_float64():
+    rng = np.random.default_rng(0)
+    rows = _rows(rng, 5)
+    buffer = TransitionBuffer(3, 2, torch.device("cpu"))
+    buffer.append(
+        **{k: torch.from_numpy(v.astype(np.float64)) for k, v in rows.items()}
+    )
+    for key, value in _contents(buffer).items():
+        assert value.dtype == np.float32
+        np.testing.assert_array_equal(value, rows[key])
+
+
+def test_buffer_sample_returns_indexed_rows():
+    rng = np.random.default_rng(1)
+    rows = _rows(rng, 20)
+    buffer = TransitionBuffer(3, 2, torch.device("cpu"), capacity=4)
+    buffer.append(**rows)
+    indices = torch.tensor([19, 0, 7, 7, 3])
+    batch = buffer.sample(indices)
+    assert batch._fields == (
+        "observations",
+        "actions",
+        "rewards",
+        "next_observations",
+        "dones",
+    )
+    for key, value in batch._asdict().items():
+        assert value.device.type == "cpu"
+        np.testing.assert_array_equal(value.numpy(), rows[key][indices.numpy()])
+
+
+def test_buffer_pickle_round_trip():
+    rng = np.random.default_rng(2)
+    rows = _rows(rng, 13)
+    buffer = TransitionBuffer(3, 2, torch.device("cpu"), capacity=100)
+    buffer.append(**rows)
+    copy = pickle.loads(pickle.dumps(buffer))
+    assert len(copy) == 13
+    assert (copy.obs_dim, copy.act_dim) == (3, 2)
+    for key, value in _contents(copy).items():
+        np.testing.assert_array_equal(value, rows[key])
+    # The copy keeps working: appending grows it.
+    more = _rows(rng, 4)
+    copy.append(**more)
+    assert len(copy) == 17
+    np.testing.assert_array_equal(_contents(copy)["rewards"][13:], more["rewards"])
+    assert len(buffer) == 13
+
+
+# --------------------------------------------------------------------- normalisers
+bounds_strategy = st.integers(1, 4).flatmap(
+    lambda dim: st.tuples(
+        hnp.arrays(np.float64, dim, elements=st.floats(-100, 100)),
+        hnp.arrays(np.float64, dim, elements=st.floats(0.01, 100)),
+    )
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(bounds=bounds_strategy, seed=st.integers(0, 2**16))
+def test_action_scaler_round_trip(bounds, seed):
+    low, width = bounds
+    high = low + width
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(low, high, size=(20, len(low))).astype(np.float32)
+    actions = np.clip(actions, low.astype(np.float32), high.astype(np.float32))
+    scaler = fit_action_scaler(actions, (low, high))
+    scaled = scaler.transform(actions)
+    assert scaled.dtype == np.float32
+    assert np.all(scaled >= -1.0 - 1e-4) and np.all(scaled <= 1.0 + 1e-4)
+    back = scaler.inverse_transform(scaled)
+    tolerance = 1e-5 * (1.0 + np.abs(low) + np.abs(high))
+    assert np.all(np.abs(back - actions) <= tolerance)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    bounds=bounds_strategy,
+    values=hnp.arrays(
+        np.float32,
+        (7, 4),
+        elements=st.floats(allow_nan=False, allow_infinity=True, width=32),
+    ),
+)
+def test_action_scaler_inverse_always_inside_bounds(bounds, values):
+    low, width = bounds
+    high = low + width
+    scaler = fit_action_scaler(np.asarray([low], dtype=np.float32), (low, high))
+    out = scaler.inverse_transform(values[:, : len(low)])
+    assert out.shape == (7, len(low))
+    assert np.all(out >= scaler.low) and np.all(out <= scaler.high)
+
+
+def test_action_scaler_from_data_and_flat_dimension():
+    actions = np.array([[0.0, 2.0], [1.0, 2.0], [0.5, 2.0]], dtype=np.float32)
+    scaler = fit_action_scaler(actions, None)
+    np.testing.assert_array_equal(scaler.low, [0.0, 1.0])
+    np.testing.assert_array_equal(scaler.high, [1.0, 3.0])
+    np.testing.assert_allclose(scaler.transform(actions)[:, 0], [-1.0, 1.0, 0.0])
+    np.testing.assert_allclose(scaler.transform(actions)[:, 1], 0.0)
+
+
+def test_action_scaler_scalar_bounds_and_box():
+    actions = np.zeros((3, 2), dtype=np.float32)
+    scaler = fit_action_scaler(actions, (-2.0, 4.0))
+    np.testing.assert_array_equal(scaler.low, [-2.0, -2.0])
+    np.testing.assert_array_equal(scaler.high, [4.0, 4.0])
+
+    class Box:  # duck-typed gymnasium Box
+        low = np.array([-1.0, 0.0])
+        high = np.array([1.0, 5.0])
+
+    box = fit_action_scaler(actions, Box())
+    np.testing.assert_array_equal(box.low, [-1.0, 0.0])
+    np.testing.assert_array_equal(box.high, [1.0, 5.0])
+
+
+def test_action_scaler_dataclass_inverse_clips():
+    scaler = ActionScaler(np.array([0.0], np.float32), np.array([10.0], np.float32))
+    out = scaler.inverse_transform(np.array([[-5.0], [0.0], [5.0]], np.float32))
+    np.testing.assert_allclose(out[:, 0], [0.0, 5.0, 10.0])
+
+
+def _episodes():
+    # Three episodes: returns 3, -1 and 10 (the last cut by a time limit).
+    rewards = np.array([1.0, 2.0, -1.0, 4.0, 6.0], dtype=np.float32)
+    terminals = np.array([0, 1, 1, 0, 0], dtype=np.float32)
+    timeouts = np.array([0, 0, 0, 0, 1], dtype=np.float32)
+    return rewards, terminals, timeouts
+
+
+def test_reward_scale_none():
+    assert reward_scale(*_episodes(), "none") == 1.0
+
+
+def test_reward_scale_standard():
+    rewards, terminals, timeouts = _episodes()
+    expected = 1.0 / float(rewards.std())
+    assert reward_scale(rewards, terminals, timeouts, "standard") == pytest.approx(
+        expected
+    )
+    constant = np.full(5, 3.0, dtype=np.float32)
+    assert reward_scale(constant, terminals, timeouts, "standard") == 1.0
+
+
+def test_reward_scale_returns():
+    rewards, terminals, timeouts = _episodes()
+    assert reward_scale(rewards, terminals, timeouts, "returns") == pytest.approx(
+        1000.0 / (10.0 - (-1.0))
+    )
+    # Without the timeouts the last two episodes merge: returns 3 and 9.
+    no_timeouts = np.array([0, 1, 0, 0, 0], dtype=np.float32)
+    assert reward_scale(rewards, no_timeouts, None, "returns") == pytest.approx(
+        1000.0 / (9.0 - 3.0)
+    )
+    # A single episode, or equal returns, leaves rewards as they are.
+    assert reward_scale(rewards, np.zeros(5), None, "returns") == 1.0
+    equal = np.array([1.0, 1.0, 1.0, 1.0], dtype=np.float32)
+    assert reward_scale(equal, np.ones(4), None, "returns") == 1.0
+
+
+def test_observation_scaler_standardises():
+    rng = np.random.default_rng(0)
+    obs = (rng.normal(size=(200, 3)) * [1.0, 10.0, 0.1] + [5.0, -3.0, 0.0]).astype(
+        np.float32
+    )
+    scaler = fit_observation_scaler(obs, True)
+    z = scaler.transform(obs)
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=0), 1.0, atol=1e-4)
+
+
+def test_observation_scaler_disabled_is_identity():
+    obs = np.arange(12, dtype=np.float32).reshape(4, 3)
+    scaler = fit_observation_scaler(obs, False)
+    np.testing.assert_array_equal(scaler.transform(obs), obs)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -77.0, 1234.5, 0.1, 3e4])
+def test_observation_scaler_constant_features(value):
+    rng = np.random.default_rng(0)
+    obs = np.column_stack([rng.normal(size=100), np.full(100, value)]).astype(
+        np.float32
+    )
+    scaler = fit_observation_scaler(obs, True)
+    assert scaler.std[1] == 1.0
+    z = scaler.transform(obs)
+    assert np.all(np.isfinite(z))
+    np.testing.assert_allclose(z[:, 1], 0.0, atol=1e-6)
+    # A unit change of the constant feature stays a unit change.
+    shifted = obs.copy()
+    shifted[:, 1] += 1.0
+    np.testing.assert_allclose(scaler.transform(shifted)[:, 1], 1.0, atol=1e-3)
+
+
+def test_observation_scaler_constant_large_feature():
+    obs = np.full((1000, 1), 1000000.3, dtype=np.float32)
+    scaler = fit_observation_scaler(obs, True)
+    assert scaler.std[0] == 1.0
+    np.testing.assert_allclose(scaler.transform(obs), 0.0, atol=1e-6)

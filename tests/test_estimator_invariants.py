@@ -1,0 +1,399 @@
+"""What holds for every fitted estimator, whatever (valid) data it was fitted on."""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+
+LOSSES = ("value_loss", "actor_loss", "critic_loss")
+
+
+@st.composite
+def problems(draw):
+    """Random small datasets, action bounds and a 1-D or 2-D ``y``."""
+    obs_dim = draw(st.integers(1, 5))
+    act_dim = draw(st.integers(1, 3))
+    n = draw(st.integers(20, 80))
+    seed = draw(st.integers(0, 2**16))
+    given_bounds = draw(st.booleans())
+    low = np.array(
+        draw(
+            st.lists(st.floats(-50, 50, width=32), min_size=act_dim, max_size=act_dim)
+        ),
+        dtype=np.float32,
+    )
+    width = np.array(
+        draw(
+            st.lists(st.floats(0.125, 20, width=32), min_size=act_dim, max_size=act_dim)
+        ),
+        dtype=np.float32,
+    )
+    high = (low + width).astype(np.float32)
+    one_d = act_dim == 1 and draw(st.booleans())
+    return {
+        "n": n,
+        "obs_dim": obs_dim,
+        "act_dim": act_dim,
+        "seed": seed,
+        "low": low,
+        "high": high,
+        "action_bounds": (low, high) if given_bounds else None,
+        "one_d": one_d,
+    }
+
+
+def _fit_problem(problem, make_transitions, make_policy, fit_kwargs, **params):
+    data = make_transitions(
+        n=problem["n"],
+        obs_dim=problem["obs_dim"],
+        act_dim=problem["act_dim"],
+        seed=problem["seed"],
+        low=problem["low"],
+        high=problem["high"],
+    )
+    y = data["actions"][:, 0] if problem["one_d"] else data["actions"]
+    params = {"n_steps": 5, "action_bounds": problem["action_bounds"], **params}
+    policy = make_policy(**params).fit(data["observations"], y, **fit_kwargs(data))
+    return policy, data, y
+
+
+def _bounds(problem, data):
+    if problem["action_bounds"] is not None:
+        return problem["low"], problem["high"]
+    low, high = data["actions"].min(axis=0), data["actions"].max(axis=0)
+    return low, high
+
+
+def _assert_inside(actions, low, high):
+    actions = np.asarray(actions).reshape(len(actions), -1)
+    assert np.all(np.isfinite(actions))
+    assert np.all(actions >= low), (actions.min(axis=0), low)
+    assert np.all(actions <= high), (actions.max(axis=0), high)
+
+
+def _far_inputs(rng, n, obs_dim):
+    return np.concatenate(
+        [
+            rng.normal(size=(n, obs_dim)) * 1e6,
+            np.full((2, obs_dim), 1e6),
+            np.full((2, obs_dim), -1e6),
+            np.zeros((1, obs_dim)),
+        ]
+    )
+
+
+@settings(max_examples=20, deadline=None)
+@given(problem=problems())
+def test_predictions_have_the_shape_of_y_and_stay_in_bounds(
+    problem, make_transitions, make_policy, fit_kwargs
+):
+    policy, data, y = _fit_problem(problem, make_transitions, make_policy, fit_kwargs)
+    n, act_dim = problem["n"], problem["act_dim"]
+    X = data["observations"]
+    low, high = _bounds(problem, data)
+    np.testing.assert_array_equal(policy.action_scaler_.low, low)
+    np.testing.assert_array_equal(policy.action_scaler_.high, high)
+
+    expected_shape = (n,) if problem["one_d"] else (n, act_dim)
+    actions = policy.predict(X)
+    assert actions.shape == expected_shape
+    assert actions.dtype == np.float64
+    _assert_inside(actions, low, high)
+    sampled = policy.sample_action(X)
+    assert sampled.shape == expected_shape
+    _assert_inside(sampled, low, high)
+
+    # Far out of distribution inputs still give actions inside the bounds.
+    rng = np.random.default_rng(problem["seed"])
+    far = _far_inputs(rng, 5, problem["obs_dim"])
+    _assert_inside(policy.predict(far), low, high)
+    _assert_inside(policy.sample_action(far), low, high)
+
+    values = policy.predict_value(X, y)
+    assert values.shape == (n,)
+    assert np.all(np.isfinite(values))
+    far_values = policy.predict_value(far, policy.predict(far))
+    assert far_values.shape == (len(far),)
+    assert np.all(np.isfinite(far_values))
+    assert math.isfinite(policy.score(X))
+
+
+@settings(max_examples=15, deadline=None)
+@given(problem=problems(), data=st.data())
+def test_predictions_in_bounds_for_any_finite_input(
+    problem, data, make_transitions, make_policy, fit_kwargs
+):
+    from hypothesis.extra import numpy as hnp
+
+    policy, train, _ = _fit_problem(problem, make_transitions, make_policy, fit_kwargs)
+    X = data.draw(
+        hnp.arrays(
+            np.float64,
+            (3, problem["obs_dim"]),
+            elements=st.floats(-1e6, 1e6, allow_nan=False),
+        )
+    )
+    low, high = _bounds(problem, train)
+    _assert_inside(policy.predict(X), low, high)
+    _assert_inside(policy.sample_action(X), low, high)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_predict_on_extreme_finite_input_stays_in_bounds(fitted_policy):
+    big = float(np.finfo(np.float32).max)
+    X = np.array([[big, big, big], [-big, -big, -big], [big, -big, 0.0]])
+    _assert_inside(
+        fitted_policy.predict(X),
+        fitted_policy.action_scaler_.low,
+        fitted_policy.action_scaler_.high,
+    )
+
+
+# --------------------------------------------------------------------- seeding
+def test_same_random_state_same_predictions(transitions, make_policy):
+    X = transitions["observations"]
+    a = make_policy(random_state=7).fit(transitions)
+    b = make_policy(random_state=7).fit(transitions)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    np.testing.assert_array_equal(a.sample_action(X), b.sample_action(X))
+    np.testing.assert_array_equal(
+        a.predict_value(X, transitions["actions"]),
+        b.predict_value(X, transitions["actions"]),
+    )
+    assert a.history_ == b.history_
+
+
+def test_different_random_state_different_predictions(transitions, make_policy):
+    X = transitions["observations"]
+    a = make_policy(random_state=1).fit(transitions)
+    b = make_policy(random_state=2).fit(transitions)
+    assert not np.allclose(a.predict(X), b.predict(X))
+
+
+def test_sample_action_noise_is_seeded_by_random_state(transitions, make_policy):
+    X = transitions["observations"]
+    a = make_policy(random_state=1, n_steps=0).fit(transitions)
+    b = make_policy(random_state=2, n_steps=0).fit(transitions)
+    b.core_.load_state_dict(a.core_.state_dict())  # same networks, other seed
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    first = a.sample_action(X)
+    assert not np.array_equal(first, b.sample_action(X))
+    # The generator advances: a second draw differs from the first.
+    assert not np.array_equal(first, a.sample_action(X))
+
+
+def test_random_state_does_not_touch_global_rng(transitions, make_policy):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    make_policy(random_state=5).fit(transitions)
+    np.testing.assert_array_equal(torch.rand(3), expected)
+
+
+def test_random_state_instance_is_accepted(transitions, make_policy):
+    X = transitions["observations"]
+    a = make_policy(random_state=np.random.RandomState(3)).fit(transitions)
+    b = make_policy(random_state=np.random.RandomState(3)).fit(transitions)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+# --------------------------------------------------------------------- partial_fit
+def _chunk(data, start, stop):
+    return {k: v[start:stop] for k, v in data.items()}
+
+
+def test_partial_fit_on_unfitted_estimator(transitions, make_policy):
+    data = _chunk(transitions, 0, 20)
+    policy = make_policy().partial_fit(data)
+    assert len(policy.buffer_) == 20
+    assert policy.n_updates_ == 20  # one per new transition
+    assert policy.n_features_in_ == 3
+    assert policy.action_dim_ == 2
+    assert {r["phase"] for r in policy.history_} == {"partial_fit"}
+    assert policy.predict(data["observations"]).shape == (20, 2)
+
+
+def test_partial_fit_with_arrays_on_unfitted_estimator(transitions, make_policy):
+    policy = make_policy().partial_fit(
+        transitions["observations"],
+        transitions["actions"][:, 0],
+        rewards=transitions["rewards"],
+        next_observations=transitions["next_observations"],
+        terminals=transitions["terminals"],
+        n_updates=4,
+    )
+    assert policy.n_updates_ == 4
+    assert policy.predict(transitions["observations"]).shape == (40,)
+
+
+@pytest.mark.parametrize("n_updates", [None, 0, 3])
+def test_partial_fit_on_fitted_estimator_adds_to_buffer(
+    fitted_policy, transitions, n_updates
+):
+    policy = copy.deepcopy(fitted_policy)
+    X = transitions["observations"]
+    before = policy.predict(X)
+    size, updates = len(policy.buffer_), policy.n_updates_
+    new = _chunk(transitions, 5, 17)
+    policy.partial_fit(new, n_updates=n_updates)
+    assert len(policy.buffer_) == size + 12
+    steps = 12 if n_updates is None else n_updates
+    assert policy.n_updates_ == updates + steps
+    # The new transitions are stored after the old ones, normalised.
+    stored = policy.buffer_.sample(torch.arange(size, size + 12))
+    np.testing.assert_allclose(
+        stored.observations.numpy(),
+        policy.observation_scaler_.transform(new["observations"]),
+        rtol=1e-6,
+    )
+    np.testing.assert_array_equal(stored.dones.numpy(), new["terminals"])
+    after = policy.predict(X)
+    if steps:
+        assert not np.array_equal(after, before)
+        assert policy.history_[-1]["phase"] == "partial_fit"
+        assert policy.history_[-1]["step"] == policy.n_updates_
+    else:
+        np.testing.assert_array_equal(after, before)
+    # Normalisation fitted by fit is kept as it was.
+    np.testing.assert_array_equal(
+        policy.observation_scaler_.mean, fitted_policy.observation_scaler_.mean
+    )
+    np.testing.assert_array_equal(
+        policy.action_scaler_.low, fitted_policy.action_scaler_.low
+    )
+    assert policy.reward_scale_ == fitted_policy.reward_scale_
+
+
+def test_partial_fit_does_not_touch_the_original(fitted_policy, transitions):
+    # Guards the shared fixture: deepcopy must give independent state.
+    X = transitions["observations"]
+    before = fitted_policy.predict(X)
+    copy.deepcopy(fitted_policy).partial_fit(transitions, n_updates=3)
+    np.testing.assert_array_equal(fitted_policy.predict(X), before)
+
+
+# --------------------------------------------------------------------- history
+def test_history_records(transitions, make_policy):
+    policy = make_policy(n_steps=12, log_interval=5).fit(transitions)
+    assert [r["step"] for r in policy.history_] == [5, 10, 12]
+    policy.partial_fit(_chunk(transitions, 0, 3))
+    assert [r["step"] for r in policy.history_] == [5, 10, 12, 15]
+    assert [r["phase"] for r in policy.history_] == ["offline"] * 3 + ["partial_fit"]
+    for record in policy.history_:
+        assert set(record) == {"step", "phase", *LOSSES}
+        assert isinstance(record["step"], int)
+        for key in LOSSES:
+            assert isinstance(record[key], float)
+            assert math.isfinite(record[key])
+    assert policy.history_[-1]["step"] == policy.n_updates_
+
+
+def test_n_steps_zero_fits_without_training(transitions, make_policy):
+    policy = make_policy(n_steps=0).fit(transitions)
+    assert policy.n_updates_ == 0
+    assert policy.history_ == []
+    assert len(policy.buffer_) == 40
+    assert policy.predict(transitions["observations"]).shape == (40, 2)
+
+
+# --------------------------------------------------------------------- sklearn API
+def test_clone_is_unfitted_with_equal_params(fitted_policy):
+    cloned = clone(fitted_policy)
+    assert cloned.get_params() == fitted_policy.get_params()
+    assert not hasattr(cloned, "core_")
+    assert not hasattr(cloned, "n_updates_")
+    assert not any(k.endswith("_") for k in vars(cloned))
+
+
+def test_fit_twice_starts_from_scratch(transitions, make_transitions, make_policy):
+    policy = make_policy(n_steps=7).fit(transitions)
+    other = make_transitions(n=25, obs_dim=2, act_dim=1, seed=9)
+    policy.fit(other)
+    assert policy.n_updates_ == 7
+    assert [r["step"] for r in policy.history_] == [5, 7]
+    assert len(policy.buffer_) == 25
+    assert policy.n_features_in_ == 2
+    assert policy.action_dim_ == 1
+    # Refitting gives exactly what a fresh estimator gives.
+    fresh = make_policy(n_steps=7).fit(other)
+    np.testing.assert_array_equal(
+        policy.predict(other["observations"]), fresh.predict(other["observations"])
+    )
+
+
+def test_fit_without_rewards_warns_and_clones_behaviour(make_policy):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 2)).astype(np.float32)
+    y = np.tanh(X @ np.array([[1.5], [-1.0]], dtype=np.float32))
+    policy = make_policy(n_steps=150, batch_size=32, actor_lr=1e-2)
+    with pytest.warns(UserWarning, match="behaviour cloning"):
+        policy.fit(X, y)
+    # Every transition is a terminal one-step episode with zero reward.
+    stored = policy.buffer_.sample(torch.arange(64))
+    np.testing.assert_array_equal(stored.dones.numpy(), 1.0)
+    np.testing.assert_array_equal(stored.rewards.numpy(), 0.0)
+    # The policy imitates y: much better than predicting the mean action.
+    mse = float(np.mean((policy.predict(X) - y) ** 2))
+    baseline = float(np.mean((y - y.mean()) ** 2))
+    assert mse < 0.25 * baseline, (mse, baseline)
+
+
+def test_fit_with_rewards_does_not_warn(transitions, make_policy, fit_kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_policy(n_steps=2).fit(
+            transitions["observations"],
+            transitions["actions"],
+            **fit_kwargs(transitions),
+        )
+
+
+def test_torch_inputs_match_numpy(transitions, make_policy):
+    X = transitions["observations"]
+    from_numpy = make_policy().fit(transitions)
+    from_torch = make_policy().fit(
+        torch.from_numpy(X),
+        torch.from_numpy(transitions["actions"]),
+        rewards=torch.from_numpy(transitions["rewards"]),
+        next_observations=torch.from_numpy(transitions["next_observations"]),
+        terminals=torch.from_numpy(transitions["terminals"]).bool(),
+        timeouts=torch.from_numpy(transitions["timeouts"]),
+    )
+    expected = from_numpy.predict(X)
+    np.testing.assert_array_equal(from_torch.predict(X), expected)
+    np.testing.assert_array_equal(from_numpy.predict(torch.from_numpy(X)), expected)
+    np.testing.assert_array_equal(
+        from_numpy.predict_value(
+            torch.from_numpy(X), torch.from_numpy(transitions["actions"])
+        ),
+        from_numpy.predict_value(X, transitions["actions"]),
+    )
+
+
+def test_arrays_and_dataset_give_the_same_model(transitions, make_policy, fit_kwargs):
+    X = transitions["observations"]
+    a = make_policy().fit(transitions)
+    b = make_policy().fit(X, transitions["actions"], **fit_kwargs(transitions))
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+def test_dataframe_sets_feature_names(transitions, make_policy, fit_kwargs):
+    pd = pytest.importorskip("pandas")
+    columns = ["angle", "velocity", "torque"]
+    X = pd.DataFrame(transitions["observations"], columns=columns)
+    policy = make_policy().fit(X, transitions["actions"], **fit_kwargs(transitions))
+    np.testing.assert_array_equal(policy.feature_names_in_, columns)
+    np.testing.assert_array_equal(
+        policy.predict(X), policy.predict(transitions["observations"])
+    )
+    # A dataset fit afterwards forgets the names.
+    policy.fit(transitions)
+    assert not hasattr(policy, "feature_names_in_")

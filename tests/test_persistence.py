@@ -1,0 +1,305 @@
+"""Pickle, joblib and the safe safetensors format keep a model exactly."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import torch
+
+import sk_o2o
+from sk_o2o import IQLPolicy
+
+
+def _pickle(policy):
+    return pickle.loads(pickle.dumps(policy))
+
+
+def _joblib(policy):
+    buffer = io.BytesIO()
+    joblib.dump(policy, buffer)
+    buffer.seek(0)
+    return joblib.load(buffer)
+
+
+def _assert_same_model(a, b, data):
+    X, y = data["observations"], data["actions"]
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+    np.testing.assert_array_equal(a.predict_value(X, y), b.predict_value(X, y))
+    assert a.score(X) == b.score(X)
+    assert a.n_features_in_ == b.n_features_in_
+    assert a.action_dim_ == b.action_dim_
+    assert a.n_updates_ == b.n_updates_
+    assert a.history_ == b.history_
+    assert a.reward_scale_ == b.reward_scale_
+
+
+@pytest.fixture
+def policy(fitted_policy):
+    """A private copy of the shared fitted policy."""
+    return copy.deepcopy(fitted_policy)
+
+
+# --------------------------------------------------------------------- pickle/joblib
+@pytest.mark.parametrize("round_trip", [_pickle, _joblib], ids=["pickle", "joblib"])
+def test_round_trip_keeps_the_model(policy, transitions, round_trip):
+    loaded = round_trip(policy)
+    assert type(loaded) is IQLPolicy
+    assert loaded.get_params() == policy.get_params()
+    _assert_same_model(policy, loaded, transitions)
+    assert len(loaded.buffer_) == len(policy.buffer_)
+    assert loaded.device_ == torch.device("cpu")
+    for a, b in zip(
+        loaded.buffer_.sample(torch.arange(len(policy.buffer_))),
+        policy.buffer_.sample(torch.arange(len(policy.buffer_))),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("round_trip", [_pickle, _joblib], ids=["pickle", "joblib"])
+def test_round_trip_continues_training_identically(policy, transitions, round_trip):
+    loaded = round_trip(policy)
+    new = {k: v[:12] for k, v in transitions.items()}
+    policy.partial_fit(new, n_updates=6)
+    loaded.partial_fit(new, n_updates=6)
+    _assert_same_model(policy, loaded, transitions)
+    # The generator state travels too: sampled actions match.
+    X = transitions["observations"]
+    np.testing.assert_array_equal(policy.sample_action(X), loaded.sample_action(X))
+    # And the optimiser state: a fresh optimiser would have trained differently.
+    fresh = round_trip(policy)
+    fresh.core_.optimizer = torch.optim.Adam(
+        [
+            {"params": g["params"], "lr": g["lr"]}
+            for g in fresh.core_.optimizer.param_groups
+        ],
+        fused=True,
+    )
+    policy.partial_fit(new, n_updates=6)
+    fresh.partial_fit(new, n_updates=6)
+    assert not np.array_equal(policy.predict(X), fresh.predict(X))
+
+
+def test_pickle_of_unfitted_estimator(make_policy):
+    policy = make_policy(beta=1.5)
+    loaded = _pickle(policy)
+    assert loaded.get_params() == policy.get_params()
+    assert not hasattr(loaded, "core_")
+
+
+def test_pickle_keeps_one_dimensional_actions(make_policy, transitions, fit_kwargs):
+    policy = make_policy().fit(
+        transitions["observations"],
+        transitions["actions"][:, 0],
+        **fit_kwargs(transitions),
+    )
+    loaded = _pickle(policy)
+    X = transitions["observations"]
+    assert loaded.predict(X).shape == (40,)
+    np.testing.assert_array_equal(loaded.predict(X), policy.predict(X))
+
+
+# --------------------------------------------------------------------- safetensors
+def test_save_load_keeps_the_model(policy, transitions, tmp_path):
+    path = tmp_path / "model.safetensors"
+    policy.save(path)
+    loaded = sk_o2o.load(path)
+    assert type(loaded) is IQLPolicy
+    _assert_same_model(policy, loaded, transitions)
+    X = transitions["observations"]
+    np.testing.assert_array_equal(loaded.sample_action(X), policy.sample_action(X))
+    assert loaded.device_ == torch.device("cpu")
+    assert not hasattr(loaded, "buffer_")  # not saved, by design
+    # str paths work too.
+    again = sk_o2o.load(str(path))
+    np.testing.assert_array_equal(again.predict(X), policy.predict(X))
+
+
+def test_save_load_keeps_params(policy, tmp_path):
+    policy.set_params(beta=1.25, expectile=0.8, gamma=0.95, action_bounds=None)
+    path = tmp_path / "model.safetensors"
+    policy.save(path)
+    loaded = sk_o2o.load(path)
+    for name in ("beta", "expectile", "gamma", "n_steps", "batch_size", "device"):
+        assert loaded.get_params()[name] == policy.get_params()[name], name
+    assert tuple(loaded.hidden_sizes) == tuple(policy.hidden_sizes)
+
+
+def test_save_load_params_are_equal(policy, tmp_path):
+    path = tmp_path / "model.safetensors"
+    policy.save(path)
+    assert sk_o2o.load(path).get_params() == policy.get_params()
+
+
+def test_save_load_with_given_action_bounds(make_policy, transitions, tmp_path):
+    low, high = np.array([-2.0, -1.0]), np.array([2.0, 3.0])
+    policy = make_policy(action_bounds=(low, high)).fit(transitions)
+    path = tmp_path / "model.safetensors"
+    policy.save(path)
+    loaded = sk_o2o.load(path)
+    np.testing.assert_array_equal(loaded.action_scaler_.low, low)
+    np.testing.assert_array_equal(loaded.action_scaler_.high, high)
+    _assert_same_model(policy, loaded, transitions)
+
+
+def test_saved_file_is_safetensors(policy, tmp_path):
+    from safetensors import safe_open
+
+    path = tmp_path / "model.safetensors"
+    policy.save(path)
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        metadata = f.metadata()
+        keys = set(f.keys())
+        mean = f.get_tensor("observation_mean")
+    header = json.loads(metadata["sk_o2o"])
+    assert header["class"] == "IQLPolicy"
+    assert header["format_version"] == 1
+    assert header["params"]["beta"] == policy.beta
+    assert header["state"]["n_updates_"] == policy.n_updates_
+    assert header["state"]["history_"] == policy.history_
+    assert any(k.startswith("core.actor.") for k in keys)
+    np.testing.assert_array_equal(mean.numpy(), policy.observation_scaler_.mean)
+    # No pickle inside: the file starts with the safetensors header length.
+    raw = path.read_bytes()
+    header_length = int.from_bytes(raw[:8], "little")
+    assert raw[8:9] == b"{"
+    json.loads(raw[8 : 8 + header_length])
+
+
+def _write(path, tensors, header=None):
+    from safetensors.torch import save_file
+
+    metadata = None if header is None else {"sk_o2o": json.dumps(header)}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_load_refuses_foreign_class(policy, tmp_path):
+    from safetensors import safe_open
+
+    good = tmp_path / "model.safetensors"
+    policy.save(good)
+    with safe_open(str(good), framework="pt", device="cpu") as f:
+        header = json.loads(f.metadata()["sk_o2o"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for name in ("os.system", "BaseEstimator", "TorchEstimator", "print"):
+        evil = tmp_path / "evil.safetensors"
+        _write(evil, tensors, {**header, "class": name})
+        with pytest.raises(ValueError, match=rf"unknown estimator class '{name}'"):
+            sk_o2o.load(evil)
+
+
+def test_load_refuses_foreign_safetensors(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    _write(path, {"weight": torch.zeros(2, 2)})
+    with pytest.raises(ValueError, match="is not an sk_o2o model file"):
+        sk_o2o.load(path)
+
+
+def test_load_refuses_unknown_format_version(policy, tmp_path):
+    from safetensors import safe_open
+
+    good = tmp_path / "model.safetensors"
+    policy.save(good)
+    with safe_open(str(good), framework="pt", device="cpu") as f:
+        header = json.loads(f.metadata()["sk_o2o"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    future = tmp_path / "future.safetensors"
+    _write(future, tensors, {**header, "format_version": 99})
+    with pytest.raises(ValueError, match="unsupported sk_o2o model format 99"):
+        sk_o2o.load(future)
+
+
+def test_load_refuses_a_pickle(policy, tmp_path):
+    path = tmp_path / "model.safetensors"
+    with open(path, "wb") as f:
+        pickle.dump(policy, f)
+    with pytest.raises(Exception, match=r"(?i)header|safetensor|deserializ"):
+        sk_o2o.load(path)
+
+
+def test_partial_fit_after_load(policy, transitions, tmp_path):
+    path = tmp_path / "model.safetensors"
+    policy.save(path)
+    loaded = sk_o2o.load(path)
+    X = transitions["observations"]
+    before = loaded.predict(X)
+    updates = loaded.n_updates_
+    new = {k: v[:9] for k, v in transitions.items()}
+    loaded.partial_fit(new, n_updates=4)
+    assert len(loaded.buffer_) == 9  # the buffer starts with the new transitions
+    assert loaded.n_updates_ == updates + 4
+    assert loaded.history_[-1] == {**loaded.history_[-1], "phase": "partial_fit"}
+    assert not np.array_equal(loaded.predict(X), before)
+    # Normalisation and bounds are the saved ones.
+    np.testing.assert_array_equal(
+        loaded.observation_scaler_.mean, policy.observation_scaler_.mean
+    )
+    np.testing.assert_array_equal(
+        loaded.action_scaler_.high, policy.action_scaler_.high
+    )
+
+
+def test_save_refuses_unstorable_params(policy, tmp_path):
+    policy.set_params(random_state=np.random.RandomState(0))
+    with pytest.raises(TypeError, match="RandomState"):
+        policy.save(tmp_path / "model.safetensors")
+
+
+# --------------------------------------------------------------------- devices
+def test_cuda_pickle_loads_on_cpu(policy, transitions):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    X = transitions["observations"]
+    expected = policy.predict(X)
+    policy.device = "cuda"  # as if it had been trained on a GPU
+    payload = pickle.dumps(policy)
+    with pytest.warns(UserWarning, match=r"device='cuda'.*on the CPU"):
+        loaded = pickle.loads(payload)
+    assert loaded.device_ == torch.device("cpu")
+    assert loaded.device == "cuda"
+    np.testing.assert_array_equal(loaded.predict(X), expected)
+    assert next(loaded.core_.parameters()).device.type == "cpu"
+    assert loaded.buffer_.device.type == "cpu"
+    # It keeps training on the CPU.
+    loaded.partial_fit({k: v[:5] for k, v in transitions.items()}, n_updates=2)
+    assert loaded.n_updates_ == policy.n_updates_ + 2
+
+
+def test_cuda_joblib_loads_on_cpu(policy, transitions):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    policy.device = "cuda:1"
+    with pytest.warns(UserWarning, match="on the CPU"):
+        loaded = _joblib(policy)
+    X = transitions["observations"]
+    np.testing.assert_array_equal(loaded.predict(X), policy.predict(X))
+
+
+def test_cuda_save_loads_on_cpu(policy, transitions, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    X = transitions["observations"]
+    policy.device = "cuda"
+    path = tmp_path / "model.safetensors"
+    policy.save(path)
+    with pytest.warns(UserWarning, match=r"device='cuda'.*on the CPU"):
+        loaded = sk_o2o.load(path)
+    assert loaded.device_ == torch.device("cpu")
+    np.testing.assert_array_equal(loaded.predict(X), policy.predict(X))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        overridden = sk_o2o.load(path, device="cpu")
+    assert overridden.device == "cpu"
+    assert overridden.device_ == torch.device("cpu")
+    np.testing.assert_array_equal(overridden.predict(X), policy.predict(X))
+    # With the override the model can be refitted on this machine.
+    overridden.fit(transitions)
+    assert overridden.n_updates_ == overridden.n_steps
