@@ -42,6 +42,7 @@ class EnvReturnScorer:
         self.reference_returns = reference_returns
 
     def __call__(self, estimator, X=None, y=None) -> float:
+        from sk_o2o.datasets import normalized_score
         from sk_o2o.rl.online import evaluate_policy
 
         returns = evaluate_policy(
@@ -49,8 +50,7 @@ class EnvReturnScorer:
         )
         score = float(np.mean(returns))
         if self.reference_returns is not None:
-            low, high = self.reference_returns
-            score = 100.0 * (score - low) / (high - low)
+            score = normalized_score(score, *self.reference_returns)
         return score
 
     def __repr__(self) -> str:

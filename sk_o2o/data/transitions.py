@@ -23,6 +23,8 @@ __all__ = [
     "Transitions",
     "as_transitions",
     "check_finite",
+    "check_flags",
+    "episode_ends",
     "episode_ids",
     "is_dataset",
     "to_numpy",
@@ -61,14 +63,62 @@ class Transitions:
         }
 
 
-def episode_ids(terminals: np.ndarray, timeouts: np.ndarray | None) -> np.ndarray:
-    """Episode index of every transition, from the episode-ending flags."""
-    ends = np.asarray(terminals, dtype=bool)
+def check_flags(value, name: str, n: int | None = None) -> np.ndarray:
+    """Episode flags as a boolean array, refusing anything but 0/1 or booleans."""
+    arr = np.asarray(to_numpy(value))
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}.")
+    if n is not None and len(arr) != n:
+        raise ValueError(f"{name} has {len(arr)} elements, expected {n}.")
+    if arr.dtype != bool:
+        bad = np.flatnonzero((arr != 0) & (arr != 1))
+        if len(bad):
+            raise ValueError(
+                f"{name} must hold 0/1 or booleans; index {bad[0]} is {arr[bad[0]]}."
+            )
+        arr = arr.astype(bool)
+    return arr
+
+
+def episode_ends(terminals, timeouts=None, n: int | None = None) -> np.ndarray:
+    """Validated boolean flags: True where an episode ends."""
+    ends = check_flags(terminals, "terminals", n)
     if timeouts is not None:
-        ends = ends | np.asarray(timeouts, dtype=bool)
-    starts = np.zeros(len(ends), dtype=np.int64)
-    starts[1:] = ends[:-1]
-    return np.cumsum(starts)
+        ends = ends | check_flags(timeouts, "timeouts", len(ends))
+    return ends
+
+
+def episode_ids(
+    terminals: np.ndarray, timeouts: np.ndarray | None = None
+) -> np.ndarray:
+    """Return the episode index of each transition.
+
+    An episode ends at a transition whose ``terminals`` or ``timeouts`` flag is
+    set; transitions after the last flag form one more (unfinished) episode.
+
+    Parameters
+    ----------
+    terminals : array-like of shape (n,)
+        Terminal flags (bool or 0/1).
+    timeouts : array-like of shape (n,), default=None
+        Time-limit flags (bool or 0/1); ``None`` means none.
+
+    Returns
+    -------
+    ids : ndarray of shape (n,), dtype int64
+        Non-decreasing episode indices starting at 0, usable as ``groups`` for
+        :class:`sklearn.model_selection.GroupKFold`.
+
+    Examples
+    --------
+    >>> from sk_o2o.data.transitions import episode_ids
+    >>> episode_ids([0, 1, 0, 0, 0], [0, 0, 0, 1, 0])
+    array([0, 0, 1, 1, 2])
+    """
+    ends = episode_ends(terminals, timeouts)
+    ids = np.zeros(len(ends), dtype=np.int64)
+    np.cumsum(ends[:-1], out=ids[1:])
+    return ids
 
 
 def check_finite(values: np.ndarray, name: str) -> None:
@@ -112,12 +162,7 @@ def _as_float_array(values, name: str, *, ndim: int) -> np.ndarray:
 
 def _as_flags(values, name: str) -> np.ndarray:
     array = _as_float_array(values, name, ndim=1)
-    bad = np.flatnonzero((array != 0) & (array != 1))
-    if len(bad):
-        raise ValueError(
-            f"{name} must hold 0/1 or booleans; index {bad[0]} is {array[bad[0]]}."
-        )
-    return array
+    return check_flags(array, name).astype(np.float32)
 
 
 def _from_arrays(X, y, rewards, next_observations, terminals, timeouts) -> Transitions:

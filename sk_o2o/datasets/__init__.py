@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
+from sk_o2o.data.transitions import check_flags, episode_ends, episode_ids
+
 __all__ = [
     "episode_ids",
     "episode_returns",
@@ -115,59 +117,6 @@ def list_datasets(*, data_home: str | os.PathLike | None = None) -> list[str]:
     return sorted(names)
 
 
-def episode_ids(
-    terminals: np.ndarray, timeouts: np.ndarray | None = None
-) -> np.ndarray:
-    """Return the episode index of each transition.
-
-    An episode ends at a transition whose ``terminals`` or ``timeouts`` flag is
-    set; transitions after the last flag form one more (unfinished) episode.
-
-    Parameters
-    ----------
-    terminals : array-like of shape (n,)
-        Terminal flags (bool or 0/1).
-    timeouts : array-like of shape (n,), default=None
-        Time-limit flags (bool or 0/1); ``None`` means none.
-
-    Returns
-    -------
-    ids : ndarray of shape (n,), dtype int64
-        Non-decreasing episode indices starting at 0, usable as ``groups`` for
-        :class:`sklearn.model_selection.GroupKFold`.
-
-    Examples
-    --------
-    >>> from sk_o2o.datasets import episode_ids
-    >>> episode_ids([0, 1, 0, 0, 0], [0, 0, 0, 1, 0])
-    array([0, 0, 1, 1, 2])
-    """
-    ends = _episode_ends(terminals, timeouts)
-    ids = np.zeros(len(ends), dtype=np.int64)
-    np.cumsum(ends[:-1], out=ids[1:])
-    return ids
-
-
-def _flags(value, name: str, n: int | None = None) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}.")
-    if n is not None and len(arr) != n:
-        raise ValueError(f"{name} has {len(arr)} elements, expected {n}.")
-    if arr.dtype != bool:
-        if not np.isin(arr, (0, 1)).all():
-            raise ValueError(f"{name} must hold only 0/1 or booleans.")
-        arr = arr.astype(bool)
-    return arr
-
-
-def _episode_ends(terminals, timeouts, n: int | None = None) -> np.ndarray:
-    ends = _flags(terminals, "terminals", n)
-    if timeouts is not None:
-        ends = ends | _flags(timeouts, "timeouts", len(ends))
-    return ends
-
-
 def episode_returns(
     rewards: np.ndarray,
     terminals: np.ndarray,
@@ -200,7 +149,7 @@ def episode_returns(
     rewards = np.asarray(rewards, dtype=np.float64)
     if rewards.ndim != 1:
         raise ValueError(f"rewards must be 1-D, got shape {rewards.shape}.")
-    ends = _episode_ends(terminals, timeouts, len(rewards))
+    ends = episode_ends(terminals, timeouts, len(rewards))
     if len(rewards) == 0:
         return np.zeros(0, dtype=np.float64)
     starts = np.concatenate([[0], np.flatnonzero(ends[:-1]) + 1])
@@ -322,7 +271,7 @@ def load_dataset(
     >>> data.observations.shape[1], data.actions.shape[1]
     (3, 1)
     >>> returns = episode_returns(data.rewards, data.terminals, data.timeouts)
-    >>> len(returns) == data.episode_ids[-1] + 1
+    >>> len(returns) == int(data.episode_ids[-1]) + 1
     True
     """
     if not isinstance(name, (str, os.PathLike)):
@@ -368,8 +317,8 @@ def _to_bunch(raw: dict, label: str) -> Bunch:
             f"next_observations has shape {next_observations.shape}, "
             f"observations {observations.shape}."
         )
-    terminals = _flags(raw["terminals"], "terminals", n)
-    timeouts = _flags(raw["timeouts"], "timeouts", n)
+    terminals = check_flags(raw["terminals"], "terminals", n)
+    timeouts = check_flags(raw["timeouts"], "timeouts", n)
     return Bunch(
         observations=observations,
         actions=actions,

@@ -32,22 +32,26 @@ The Pendulum-v1 datasets shipped in ``sk_o2o/datasets/data`` were made from the
 repository root with::
 
     python -m sk_o2o.datasets.builder --env Pendulum-v1 --n-sac-steps 20000 \\
-        --n-transitions 20000 --hidden-units 128 128 --seed 0 \\
+        --n-transitions 20000 --hidden-units 128 128 --n-threads 1 --seed 0 \\
         --qualities random medium medium-replay expert --out sk_o2o/datasets/data
 
 (``pendulum-medium-expert-v0`` is composed from ``medium`` and ``expert`` by
-:func:`sk_o2o.datasets.load_dataset`.) On 2 CPU cores this takes about 7-10
-minutes, nearly all of it in SAC updates (10-25 ms each for 128-unit networks and
-batches of 256, depending on the load). Results depend on the versions of PyTorch,
-d3rlpy and Gymnasium, so a rebuild is close to, not identical with, the shipped
-files.
+:func:`sk_o2o.datasets.load_dataset`.) That took 8.5 minutes of wall-clock time and
+5.6 minutes of CPU time on a shared 2-core machine, nearly all of it in the 19,000
+SAC updates (about 15 ms each); the SAC policy reached its expert level by step
+5,000. The build is seeded, but results depend on the versions of PyTorch, d3rlpy
+and Gymnasium and on the CPU, so a rebuild is close to, not bit-identical with, the
+shipped files.
 
-Hopper-v5 needs far more SAC steps (D4RL used 1M; about 300k give an expert return
-around 3000). At 20-30 ms per update with 256-unit networks on 2 CPU cores, 300k
-steps take 2-3 hours::
+Hopper-v5 needs far more SAC steps (D4RL trained its behaviour policies for 1M
+steps). With the default 256-unit networks an update took about 30 ms on one thread
+of a shared 2-core machine, so 300k steps take about 2.5-3 hours and 1M steps about
+9 hours. (Only a 3,000-step Hopper build has been run as a check; the returns that
+a longer one reaches have not been measured.) For example::
 
     python -m sk_o2o.datasets.builder --env Hopper-v5 --n-sac-steps 300000 \\
-        --n-transitions 1000000 --random-steps 10000 --eval-interval 10000
+        --n-transitions 1000000 --random-steps 10000 --eval-interval 10000 \\
+        --n-threads 1
 
 Without ``--out`` the files go to ``$SK_O2O_DATA`` or ``~/.cache/sk_o2o/datasets``,
 where :func:`sk_o2o.datasets.load_dataset` finds them by name. PyTorch uses as many

@@ -1,0 +1,163 @@
+"""Tests of sk_o2o.rl.online: environment helpers."""
+
+import numpy as np
+import pytest
+
+gymnasium = pytest.importorskip("gymnasium")
+
+from sk_o2o.rl.online import (  # noqa: E402
+    collect_transitions,
+    evaluate_policy,
+    make_env,
+)
+
+ENV = "Pendulum-v1"
+D4RL_KEYS = (
+    "observations",
+    "actions",
+    "rewards",
+    "next_observations",
+    "terminals",
+    "timeouts",
+)
+
+
+def zero_torque(obs):
+    return np.zeros((len(obs), 1))
+
+
+class ControllerEstimator:
+    """A fitted-estimator lookalike: a PD controller that swings Pendulum up
+    poorly but deterministically, with a noisy ``sample_action``."""
+
+    def __init__(self):
+        self.predict_calls = 0
+        self.sample_calls = 0
+        self.rng = np.random.default_rng(0)
+
+    def predict(self, obs):
+        self.predict_calls += 1
+        assert obs.shape == (1, 3) and obs.dtype == np.float32
+        cos, sin, vel = obs.T
+        return (-2.0 * np.arctan2(sin, cos) - 0.5 * vel)[:, None]
+
+    def sample_action(self, obs):
+        self.sample_calls += 1
+        return self.predict(obs) + self.rng.normal(size=(1, 1))
+
+
+def test_make_env_accepts_id_and_env():
+    env = make_env(ENV, seed=0)
+    assert isinstance(env, gymnasium.Env)
+    assert make_env(env) is env
+
+
+@pytest.mark.parametrize("bad", [3, None, ["Pendulum-v1"], object()])
+def test_make_env_rejects_non_env(bad):
+    with pytest.raises(TypeError, match="env"):
+        make_env(bad)
+
+
+def test_make_env_unknown_id():
+    with pytest.raises(ValueError, match="NoSuchEnv-v0"):
+        make_env("NoSuchEnv-v0")
+
+
+def test_bad_env_argument_in_helpers():
+    with pytest.raises(TypeError, match="env"):
+        evaluate_policy(zero_torque, 42)
+    with pytest.raises(ValueError, match="NoSuchEnv-v0"):
+        collect_transitions(None, "NoSuchEnv-v0", n_steps=3)
+
+
+def test_evaluate_policy_deterministic_under_seed():
+    a = evaluate_policy(zero_torque, ENV, n_episodes=3, seed=1)
+    b = evaluate_policy(zero_torque, make_env(ENV), n_episodes=3, seed=1)
+    c = evaluate_policy(zero_torque, ENV, n_episodes=3, seed=2)
+    assert a.shape == (3,) and a.dtype == np.float64
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    # random actions are seeded too
+    r1 = evaluate_policy(None, ENV, n_episodes=2, seed=5)
+    r2 = evaluate_policy(None, ENV, n_episodes=2, seed=5)
+    np.testing.assert_array_equal(r1, r2)
+
+
+def test_evaluate_policy_uses_predict_and_beats_random():
+    policy = ControllerEstimator()
+    controlled = evaluate_policy(policy, ENV, n_episodes=4, seed=0)
+    random = evaluate_policy(None, ENV, n_episodes=4, seed=0)
+    assert policy.predict_calls == 4 * 200 and policy.sample_calls == 0
+    # Pendulum rewards are in [-16.3, 0] over 200-step episodes
+    assert np.all(controlled <= 0) and np.all(random >= -16.3 * 200)
+    assert controlled.mean() > random.mean()
+
+
+def test_evaluate_policy_clips_actions():
+    huge = evaluate_policy(lambda o: np.full((1, 1), 1e6), ENV, n_episodes=1)
+    capped = evaluate_policy(lambda o: np.full((1, 1), 2.0), ENV, n_episodes=1)
+    np.testing.assert_allclose(huge, capped)
+
+
+@pytest.mark.parametrize("n_episodes", [0, -1])
+def test_evaluate_policy_rejects_bad_n_episodes(n_episodes):
+    with pytest.raises(ValueError, match="n_episodes"):
+        evaluate_policy(zero_torque, ENV, n_episodes=n_episodes)
+
+
+def test_evaluate_policy_rejects_bad_policy():
+    with pytest.raises(TypeError, match="policy"):
+        evaluate_policy("not a policy", ENV, n_episodes=1)
+
+
+@pytest.mark.parametrize("n_steps", [1, 199, 200, 450])
+def test_collect_transitions_shapes_and_delimiting(n_steps):
+    data = collect_transitions(None, ENV, n_steps=n_steps, seed=0)
+    assert set(data) == set(D4RL_KEYS)
+    assert data["observations"].shape == (n_steps, 3)
+    assert data["next_observations"].shape == (n_steps, 3)
+    assert data["actions"].shape == (n_steps, 1)
+    assert data["rewards"].shape == (n_steps,)
+    for key in ("observations", "next_observations", "actions", "rewards"):
+        assert data[key].dtype == np.float32
+    assert data["terminals"].dtype == bool and data["timeouts"].dtype == bool
+    # Pendulum never terminates; it is truncated every 200 steps
+    assert not data["terminals"].any()
+    ends = np.flatnonzero(data["timeouts"])
+    expected = sorted({*range(199, n_steps, 200), n_steps - 1})
+    np.testing.assert_array_equal(ends, expected)
+    # within an episode s' is the next s; across an episode end it is not
+    inner = np.setdiff1d(np.arange(n_steps - 1), ends)
+    np.testing.assert_array_equal(
+        data["next_observations"][inner], data["observations"][inner + 1]
+    )
+    assert np.all(np.abs(data["actions"]) <= 2.0)
+
+
+def test_collect_transitions_terminals_on_hopper():
+    pytest.importorskip("mujoco")
+    data = collect_transitions(None, "Hopper-v5", n_steps=300, seed=0)
+    ends = data["terminals"] | data["timeouts"]
+    assert data["terminals"].any()
+    assert not (data["terminals"] & data["timeouts"]).any()
+    assert ends[-1]
+    assert data["observations"].dtype == np.float32
+
+
+def test_collect_transitions_deterministic_and_prefers_sample_action():
+    a = collect_transitions(None, ENV, n_steps=50, seed=3)
+    b = collect_transitions(None, ENV, n_steps=50, seed=3)
+    for key in D4RL_KEYS:
+        np.testing.assert_array_equal(a[key], b[key])
+    policy = ControllerEstimator()
+    collect_transitions(policy, ENV, n_steps=20)
+    assert policy.sample_calls == 20
+    callable_data = collect_transitions(zero_torque, ENV, n_steps=20)
+    assert np.all(callable_data["actions"] == 0)
+
+
+def test_collect_transitions_rejects_bad_n_steps():
+    with pytest.raises(ValueError, match="n_steps"):
+        collect_transitions(None, ENV, n_steps=0)
+    with pytest.raises(TypeError, match="n_steps"):
+        collect_transitions(None, ENV, n_steps=2.5)
