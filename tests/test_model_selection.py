@@ -1,0 +1,115 @@
+"""GridSearchCV, Pipeline and the scorers on the shipped Pendulum data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.model_selection import GridSearchCV, GroupKFold, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from sk_o2o import IQLPolicy
+from sk_o2o.datasets import load_dataset
+from sk_o2o.metrics import (
+    initial_state_value_scorer,
+    make_env_return_scorer,
+    td_error_scorer,
+)
+
+FAST = {"n_steps": 30, "hidden_sizes": (32, 32), "device": "cpu", "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    data = load_dataset("pendulum-medium-replay-v0")
+    X, y = data.observations, data.actions
+    params = {
+        "rewards": data.rewards,
+        "next_observations": data.next_observations,
+        "terminals": data.terminals,
+        "timeouts": data.timeouts,
+    }
+    return X, y, params, data.episode_ids
+
+
+def test_grid_search_over_beta_with_group_kfold(pendulum):
+    pytest.importorskip("gymnasium")
+    X, y, params, groups = pendulum
+    scorer = make_env_return_scorer("Pendulum-v1", n_episodes=2)
+    search = GridSearchCV(
+        IQLPolicy(**FAST), {"beta": [0.5, 3.0]}, cv=GroupKFold(2), scoring=scorer
+    )
+    search.fit(X, y, groups=groups, **params)
+    assert search.cv_results_["param_beta"].tolist() == [0.5, 3.0]
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.best_params_["beta"] in (0.5, 3.0)
+    assert search.best_estimator_.n_updates_ == FAST["n_steps"]
+    assert search.predict(X[:5]).shape == (5, 1)
+
+
+def test_default_score_is_the_policy_value_estimate(pendulum):
+    X, y, params, _ = pendulum
+    search = GridSearchCV(IQLPolicy(**FAST), {"expectile": [0.6, 0.8]}, cv=2)
+    search.fit(X, y, **params)
+    policy = search.best_estimator_
+    assert search.score(X) == pytest.approx(policy.score(X))
+
+
+def test_offline_scorers_receive_metadata_through_routing(pendulum):
+    X, y, params, groups = pendulum
+    with sklearn.config_context(enable_metadata_routing=True):
+        results = cross_validate(
+            IQLPolicy(**FAST),
+            X,
+            y,
+            cv=GroupKFold(2),
+            scoring={"td": td_error_scorer, "v0": initial_state_value_scorer},
+            params={**params, "groups": groups},
+        )
+    assert (results["test_td"] < 0).all()  # negated squared TD error
+    assert np.isfinite(results["test_v0"]).all()
+
+
+def test_offline_scorer_without_routing_explains_what_to_do(pendulum):
+    X, y, params, _ = pendulum
+    policy = IQLPolicy(**FAST).fit(X, y, **params)
+    with pytest.raises(ValueError, match="enable_metadata_routing"):
+        td_error_scorer(policy, X, y)
+    assert td_error_scorer(policy, X, y, **params) < 0
+
+
+def _with_angle(obs):
+    """Pendulum features plus the angle itself (a stateless feature map)."""
+    return np.column_stack([obs, np.arctan2(obs[:, 1], obs[:, 0])])
+
+
+def test_pipeline_matches_the_estimator_on_transformed_features(pendulum):
+    X, y, params, _ = pendulum
+    features = FunctionTransformer(_with_angle)
+    pipe = make_pipeline(features, IQLPolicy(**FAST))
+    # Next observations must go through the same map: Pipeline passes fit
+    # parameters to the final step untouched.
+    step_params = {f"iqlpolicy__{k}": v for k, v in params.items()}
+    step_params["iqlpolicy__next_observations"] = _with_angle(
+        params["next_observations"]
+    )
+    pipe.fit(X, y, **step_params)
+    direct = IQLPolicy(**FAST).fit(
+        _with_angle(X),
+        y,
+        **{**params, "next_observations": _with_angle(params["next_observations"])},
+    )
+    np.testing.assert_array_equal(
+        pipe.predict(X[:20]), direct.predict(_with_angle(X[:20]))
+    )
+    assert pipe[-1].n_features_in_ == 4
+    # the scorers see through the Pipeline
+    assert td_error_scorer(pipe, X, y, **params) == pytest.approx(
+        td_error_scorer(
+            direct,
+            _with_angle(X),
+            y,
+            **{**params, "next_observations": _with_angle(params["next_observations"])},
+        )
+    )
