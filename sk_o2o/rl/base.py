@@ -119,15 +119,17 @@ class BaseRLPolicy(TorchEstimator):
         timeouts : array-like of shape (n_transitions,), optional
             1 where the episode was cut by a time limit.
 
-        If ``rewards``, ``next_observations`` and ``terminals`` are all omitted,
-        every transition is treated as a terminal one-step episode with zero
-        reward: all advantages are zero and the policy is fitted by behaviour
-        cloning of ``y`` (a warning says so).
-
         Returns
         -------
         self : object
             The fitted estimator.
+
+        Notes
+        -----
+        If ``rewards``, ``next_observations`` and ``terminals`` are all omitted,
+        every transition is treated as a terminal one-step episode with zero
+        reward: all advantages are zero and the policy is fitted by behaviour
+        cloning of ``y`` (a warning says so).
         """
         with self._restore_on_error():
             self._validate_params()
