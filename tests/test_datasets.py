@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.utils import Bunch
 
+from sk_o2o.data import D4RL_KEYS
 from sk_o2o.datasets import (
     episode_ids,
     episode_returns,
@@ -16,14 +17,6 @@ from sk_o2o.datasets import (
     normalized_score,
 )
 
-D4RL_KEYS = (
-    "observations",
-    "actions",
-    "rewards",
-    "next_observations",
-    "terminals",
-    "timeouts",
-)
 SHIPPED = [
     "pendulum-random-v0",
     "pendulum-medium-v0",

@@ -5,6 +5,7 @@ import pytest
 
 gymnasium = pytest.importorskip("gymnasium")
 
+from sk_o2o.data import D4RL_KEYS  # noqa: E402
 from sk_o2o.rl.online import (  # noqa: E402
     collect_transitions,
     evaluate_policy,
@@ -12,14 +13,6 @@ from sk_o2o.rl.online import (  # noqa: E402
 )
 
 ENV = "Pendulum-v1"
-D4RL_KEYS = (
-    "observations",
-    "actions",
-    "rewards",
-    "next_observations",
-    "terminals",
-    "timeouts",
-)
 
 
 def zero_torque(obs):

@@ -43,63 +43,76 @@ class TransitionBuffer:
     ):
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.size = 0
-        self._storage = self._allocate(max(capacity, 1), torch.device(device))
-
-    def _allocate(self, capacity: int, device: torch.device) -> dict:
-        def empty(*shape):
-            return torch.empty(shape, dtype=torch.float32, device=device)
-
-        return {
-            "observations": empty(capacity, self.obs_dim),
-            "actions": empty(capacity, self.act_dim),
-            "rewards": empty(capacity),
-            "next_observations": empty(capacity, self.obs_dim),
-            "dones": empty(capacity),
+        # One row per transition, [obs | action | reward | next obs | done]: a
+        # batch is a single gather instead of one per field.
+        widths = {
+            "observations": obs_dim,
+            "actions": act_dim,
+            "rewards": 1,
+            "next_observations": obs_dim,
+            "dones": 1,
         }
+        bounds = np.cumsum([0, *widths.values()])
+        self._columns = {
+            key: slice(int(lo), int(hi))
+            for key, lo, hi in zip(widths, bounds[:-1], bounds[1:], strict=True)
+        }
+        self._data = torch.empty(
+            (max(capacity, 1), int(bounds[-1])),
+            dtype=torch.float32,
+            device=torch.device(device),
+        )
+
+    def _fields(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Column views of ``rows``; rewards and dones as vectors."""
+        fields = {key: rows[:, cols] for key, cols in self._columns.items()}
+        fields["rewards"] = fields["rewards"].squeeze(-1)
+        fields["dones"] = fields["dones"].squeeze(-1)
+        return fields
 
     @property
     def device(self) -> torch.device:
-        return self._storage["rewards"].device
+        return self._data.device
 
     @property
     def capacity(self) -> int:
-        return len(self._storage["rewards"])
+        return len(self._data)
 
     def __len__(self) -> int:
         return self.size
 
     def append(self, **arrays: np.ndarray | torch.Tensor) -> None:
-        """Append normalised arrays with keys of :class:`Batch`."""
+        """Append arrays with the keys of :class:`Batch`."""
         n = len(arrays["rewards"])
         if self.size + n > self.capacity:
             new_capacity = max(2 * self.capacity, self.size + n)
-            storage = self._allocate(new_capacity, self.device)
-            for key, old in self._storage.items():
-                storage[key][: self.size] = old[: self.size]
-            self._storage = storage
+            data = self._data.new_empty((new_capacity, self._data.shape[1]))
+            data[: self.size] = self._data[: self.size]
+            self._data = data
+        new_rows = self._fields(self._data[self.size : self.size + n])
         for key, value in arrays.items():
             tensor = torch.as_tensor(value, dtype=torch.float32)
-            self._storage[key][self.size : self.size + n] = tensor.to(self.device)
+            new_rows[key].copy_(tensor.to(self.device))
         self.size += n
 
     def rows(self, start: int, stop: int | None = None) -> dict[str, torch.Tensor]:
         """Views of the stored rows ``start:stop``, for in-place normalisation."""
         stop = self.size if stop is None else stop
-        return {key: value[start:stop] for key, value in self._storage.items()}
+        return self._fields(self._data[start:stop])
 
     def sample(self, indices: torch.Tensor) -> Batch:
         """The transitions at ``indices`` (a long tensor on the buffer's device)."""
-        return Batch(*(self._storage[key][indices] for key in Batch._fields))
+        return Batch(**self._fields(self._data[indices]))
 
     def to(self, device: torch.device) -> TransitionBuffer:
         """Move the storage to ``device`` in place and return self."""
-        self._storage = {k: v.to(device) for k, v in self._storage.items()}
+        self._data = self._data.to(device)
         return self
 
     def __reduce__(self):
         # Pickles hold CPU numpy arrays of the filled part only, so they load on
         # machines without the training GPU.
-        arrays = {k: v[: self.size].cpu().numpy() for k, v in self._storage.items()}
+        arrays = {k: v.cpu().numpy() for k, v in self.rows(0).items()}
         return (_rebuild_buffer, (self.obs_dim, self.act_dim, arrays))
 
 

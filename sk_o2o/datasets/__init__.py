@@ -28,7 +28,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
-from sk_o2o.data.transitions import check_flags, episode_ends, episode_ids
+from sk_o2o.data.transitions import (
+    D4RL_KEYS,
+    check_flags,
+    episode_ends,
+    episode_ids,
+)
 
 __all__ = [
     "episode_ids",
@@ -39,14 +44,6 @@ __all__ = [
     "normalized_score",
 ]
 
-D4RL_KEYS = (
-    "observations",
-    "actions",
-    "rewards",
-    "next_observations",
-    "terminals",
-    "timeouts",
-)
 METADATA_KEYS = ("env_id", "quality", "ref_min_score", "ref_max_score")
 _MEDIUM_EXPERT = re.compile(r"^(?P<prefix>.+)-medium-expert-(?P<version>v\d+)$")
 

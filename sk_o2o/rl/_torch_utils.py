@@ -39,8 +39,7 @@ def step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
 @torch.no_grad()
 def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     """Polyak averaging: target ← (1 − τ)·target + τ·online."""
-    for t, o in zip(target.parameters(), online.parameters(), strict=True):
-        t.lerp_(o, tau)
+    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
 
 
 def _optimizers(module: nn.Module) -> dict[str, torch.optim.Optimizer]:
