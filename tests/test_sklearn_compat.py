@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sk_o2o import IQLPolicy
@@ -16,6 +17,7 @@ def _small(estimator):
     )
 
 
+@pytest.mark.filterwarnings("ignore:fit got no rewards:UserWarning")
 @parametrize_with_checks(
     [_small(IQLPolicy())],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,

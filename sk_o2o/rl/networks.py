@@ -25,7 +25,7 @@ class MLP(nn.Sequential):
     def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int):
         layers: list[nn.Module] = []
         for width in hidden:
-            layers += [nn.Linear(in_dim, width), nn.ReLU()]
+            layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
             in_dim = width
         layers.append(nn.Linear(in_dim, out_dim))
         super().__init__(*layers)
@@ -65,7 +65,7 @@ class EnsembleCritic(nn.Module):
         dims = [obs_dim + act_dim, *hidden]
         layers: list[nn.Module] = []
         for d_in, d_out in itertools.pairwise(dims):
-            layers += [_EnsembleLinear(n_critics, d_in, d_out), nn.ReLU()]
+            layers += [_EnsembleLinear(n_critics, d_in, d_out), nn.ReLU(inplace=True)]
         layers.append(_EnsembleLinear(n_critics, dims[-1], 1))
         self.net = nn.Sequential(*layers)
 
