@@ -5,7 +5,7 @@ Estimators follow the scikit-learn API (``fit``/``partial_fit``/``predict``,
 """
 
 from sk_o2o._base import load
-from sk_o2o.rl.estimators import IQLPolicy
+from sk_o2o.rl.estimators import FamO2OPolicy, IQLPolicy
 
-__all__ = ["IQLPolicy", "load"]
+__all__ = ["FamO2OPolicy", "IQLPolicy", "load"]
 __version__ = "0.1.0.dev0"

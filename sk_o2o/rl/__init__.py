@@ -1,5 +1,5 @@
 """Reinforcement learning: networks, algorithm cores, estimators, environment loops."""
 
-from sk_o2o.rl.estimators import IQLPolicy
+from sk_o2o.rl.estimators import FamO2OPolicy, IQLPolicy
 
-__all__ = ["IQLPolicy"]
+__all__ = ["FamO2OPolicy", "IQLPolicy"]

@@ -74,7 +74,7 @@ class BaseRLPolicy(TorchEstimator):
     def _make_core(self, obs_dim: int, act_dim: int, device: torch.device):
         raise NotImplementedError
 
-    def _update(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def _update(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def _core_class(self):
@@ -394,6 +394,7 @@ class BaseRLPolicy(TorchEstimator):
         size, device = len(self.buffer_), self.device_
         log_interval = max(1, min(self.log_interval, n_steps))
         sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}  # some losses are not computed every step
         since_log = 0
         self.core_.train()
         with progress_bar(
@@ -408,20 +409,21 @@ class BaseRLPolicy(TorchEstimator):
                     size, (chunk, self.batch_size), generator=self.generator_
                 ).to(device)
                 for step_indices in indices:
-                    losses = self._update(self.buffer_.sample(step_indices))
+                    losses = self._update(self.buffer_.sample(step_indices), phase)
                     for key, value in losses.items():
                         sums[key] = sums[key] + value if key in sums else value
+                        counts[key] = counts.get(key, 0) + 1
                     since_log += 1
                     self.n_updates_ += 1
                     done += 1
                     if since_log == log_interval or done == n_steps:
-                        record = {k: float(v) / since_log for k, v in sums.items()}
+                        record = {k: float(v) / counts[k] for k, v in sums.items()}
                         self.history_.append(
                             {"step": self.n_updates_, "phase": phase, **record}
                         )
                         bar.set_postfix({k: f"{v:.3g}" for k, v in record.items()})
                         bar.update(since_log)
-                        sums, since_log = {}, 0
+                        sums, counts, since_log = {}, {}, 0
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=torch.float32).to(self.device_)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from sk_o2o.data.buffer import Batch
 from sk_o2o.data.normalization import REWARD_SCALINGS
+from sk_o2o.rl.algos.famo2o import FamO2OIQLConfig, FamO2OIQLCore
 from sk_o2o.rl.algos.iql import IQLConfig, IQLCore
+from sk_o2o.rl.balance import balance_code
 from sk_o2o.rl.base import BaseRLPolicy
 
-__all__ = ["IQLPolicy"]
+__all__ = ["FamO2OPolicy", "IQLPolicy"]
 
 _COMMON_CONSTRAINTS = {
     "hidden_sizes": ["array-like"],
@@ -160,15 +163,10 @@ class IQLPolicy(BaseRLPolicy):
         return IQLCore, IQLConfig
 
     def _make_core(self, obs_dim: int, act_dim: int, device: torch.device) -> IQLCore:
-        hidden = tuple(int(h) for h in self.hidden_sizes)
-        if not hidden or min(hidden) < 1:
-            raise ValueError(
-                f"hidden_sizes must be non-empty positive ints, got {self.hidden_sizes}."
-            )
         config = IQLConfig(
             obs_dim=obs_dim,
             act_dim=act_dim,
-            hidden=hidden,
+            hidden=_check_hidden(self.hidden_sizes),
             expectile=self.expectile,
             gamma=self.gamma,
             tau=self.tau,
@@ -178,5 +176,225 @@ class IQLPolicy(BaseRLPolicy):
         )
         return IQLCore(config, device)
 
-    def _update(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def _update(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
         return self.core_.update(batch, beta=self.beta)
+
+
+class FamO2OPolicy(BaseRLPolicy):
+    """FamO2O: one universal policy family and a state-adaptive balance model.
+
+    Instead of one improvement/constraint balance for all data, FamO2O (Wang et
+    al., NeurIPS 2023) trains a *universal model* π_u(a | s, β) — IQL's actor fed
+    the state and a sin/cos code of β — and a *balance model* π_b(β | s) that
+    picks, per state, the β whose action the critics value most. :meth:`fit`
+    pre-trains offline (β drawn uniformly from ``balance_range`` for the
+    universal model); :meth:`partial_fit` fine-tunes on new transitions with β
+    from the balance model. Acting uses the balance model's mean β.
+
+    Parameters
+    ----------
+    algo : {"iql"}, default="iql"
+        Base algorithm. IQL: β is the advantage inverse temperature.
+    balance_range : (float, float), default=(1.0, 5.0)
+        Range of β (the paper's IQL locomotion setting).
+    balance_update_interval : int, default=5
+        Gradient steps between balance-model updates (5 for IQL locomotion).
+    balance_lr, alpha_lr : float, default=3e-4
+        Learning rates of the balance model and its entropy temperature.
+    target_entropy : float, default=-0.5
+        Entropy target of the balance model's temperature.
+    expectile, n_steps, batch_size, hidden_sizes, actor_lr, critic_lr, value_lr, \
+gamma, tau, normalize_observations, reward_scaling, action_bounds, device, \
+random_state, verbose, log_interval
+        As in :class:`IQLPolicy`.
+
+    Attributes
+    ----------
+    core_ : FamO2OIQLCore
+        Critics, value network, universal model, balance model and optimisers.
+    history_ : list of dict
+        As in :class:`IQLPolicy`, plus ``balance_loss``, ``alpha`` and
+        ``mean_beta`` (the mean β sampled by the balance model).
+
+    See Also
+    --------
+    IQLPolicy : the same base with one global β.
+
+    Examples
+    --------
+    >>> from sk_o2o import FamO2OPolicy
+    >>> from sk_o2o.datasets import load_dataset
+    >>> data = load_dataset("pendulum-medium-replay-v0")
+    >>> policy = FamO2OPolicy(n_steps=50, random_state=0, device="cpu").fit(data)
+    >>> beta = policy.predict_balance(data["observations"][:3])
+    >>> bool(((beta >= 1.0) & (beta <= 5.0)).all())
+    True
+    """
+
+    _parameter_constraints = {
+        **_COMMON_CONSTRAINTS,
+        "algo": [StrOptions({"iql"})],
+        "balance_range": ["array-like"],
+        "balance_update_interval": [Interval(Integral, 1, None, closed="left")],
+        "balance_lr": [Interval(Real, 0, None, closed="neither")],
+        "alpha_lr": [Interval(Real, 0, None, closed="neither")],
+        "target_entropy": [Real],
+        "expectile": [Interval(Real, 0, 1, closed="neither")],
+        "actor_lr": [Interval(Real, 0, None, closed="neither")],
+        "critic_lr": [Interval(Real, 0, None, closed="neither")],
+        "value_lr": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        *,
+        algo: str = "iql",
+        balance_range: tuple[float, float] = (1.0, 5.0),
+        balance_update_interval: int = 5,
+        balance_lr: float = 3e-4,
+        alpha_lr: float = 3e-4,
+        target_entropy: float = -0.5,
+        expectile: float = 0.7,
+        n_steps: int = 50_000,
+        batch_size: int = 256,
+        hidden_sizes: tuple[int, ...] = (256, 256),
+        actor_lr: float = 3e-4,
+        critic_lr: float = 3e-4,
+        value_lr: float = 3e-4,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        normalize_observations: bool = True,
+        reward_scaling: str = "returns",
+        action_bounds=None,
+        device: str | torch.device = "auto",
+        random_state=None,
+        verbose: int = 0,
+        log_interval: int = 1000,
+    ):
+        self.algo = algo
+        self.balance_range = balance_range
+        self.balance_update_interval = balance_update_interval
+        self.balance_lr = balance_lr
+        self.alpha_lr = alpha_lr
+        self.target_entropy = target_entropy
+        self.expectile = expectile
+        self.n_steps = n_steps
+        self.batch_size = batch_size
+        self.hidden_sizes = hidden_sizes
+        self.actor_lr = actor_lr
+        self.critic_lr = critic_lr
+        self.value_lr = value_lr
+        self.gamma = gamma
+        self.tau = tau
+        self.normalize_observations = normalize_observations
+        self.reward_scaling = reward_scaling
+        self.action_bounds = action_bounds
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.log_interval = log_interval
+
+    def _core_class(self):
+        return FamO2OIQLCore, FamO2OIQLConfig
+
+    def _make_core(
+        self, obs_dim: int, act_dim: int, device: torch.device
+    ) -> FamO2OIQLCore:
+        low, high = _check_range(self.balance_range, "balance_range")
+        config = FamO2OIQLConfig(
+            obs_dim=obs_dim,
+            act_dim=act_dim,
+            hidden=_check_hidden(self.hidden_sizes),
+            expectile=self.expectile,
+            gamma=self.gamma,
+            tau=self.tau,
+            actor_lr=self.actor_lr,
+            critic_lr=self.critic_lr,
+            value_lr=self.value_lr,
+            balance_range=(low, high),
+            balance_lr=self.balance_lr,
+            alpha_lr=self.alpha_lr,
+            target_entropy=float(self.target_entropy),
+        )
+        return FamO2OIQLCore(config, device)
+
+    def _noise(self, *shape: int) -> torch.Tensor:
+        # Drawn on the CPU generator: the same seed gives the same run on any device.
+        return torch.randn(shape, generator=self.generator_).to(self.device_)
+
+    def _update(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
+        core, n = self.core_, len(batch.rewards)
+        losses = {}
+        if self.n_updates_ % self.balance_update_interval == 0:
+            losses.update(
+                core.update_balance(
+                    batch, self._noise(n), self._noise(n, self.action_dim_)
+                )
+            )
+        if phase == "offline":  # explore the whole family
+            low, high = core.config.balance_range
+            u = torch.rand(n, generator=self.generator_).to(self.device_)
+            beta = low + (high - low) * u
+        else:  # fine-tune the members the balance model picks
+            with torch.no_grad():
+                beta, _ = core.balance_model.sample(batch.observations, self._noise(n))
+        losses.update(core.update_universal(batch, beta))
+        return losses
+
+    def _policy_mode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.core_.act(obs)
+
+    def predict_balance(self, X) -> np.ndarray:
+        """The β the balance model chooses for each state (inside ``balance_range``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, obs_dim)
+
+        Returns
+        -------
+        beta : ndarray of shape (n_samples,)
+        """
+        obs = self._observations_tensor(X)
+        with torch.no_grad():
+            beta = self.core_.chosen_balance(obs)
+        return beta.cpu().numpy().astype(np.float64)
+
+    def predict_with_balance(self, X, beta) -> np.ndarray:
+        """Actions of the universal model for a given β (one or one per state).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, obs_dim)
+        beta : float or array-like of shape (n_samples,)
+
+        Returns
+        -------
+        actions : ndarray, as :meth:`predict`
+        """
+        obs = self._observations_tensor(X)
+        beta = torch.as_tensor(
+            np.broadcast_to(np.asarray(beta, dtype=np.float32), (len(obs),)).copy()
+        ).to(self.device_)
+        with torch.no_grad():
+            mean = self.core_.actor.mode(obs, balance_code(beta))
+        return self._actions_out(mean)
+
+
+def _check_hidden(hidden_sizes) -> tuple[int, ...]:
+    hidden = tuple(int(h) for h in hidden_sizes)
+    if not hidden or min(hidden) < 1:
+        raise ValueError(
+            f"hidden_sizes must be non-empty positive ints, got {hidden_sizes}."
+        )
+    return hidden
+
+
+def _check_range(value, name: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a (low, high) pair, got {value!r}.") from None
+    if not (np.isfinite(low) and np.isfinite(high) and 0 <= low < high):
+        raise ValueError(f"{name} must satisfy 0 <= low < high, got {value!r}.")
+    return low, high

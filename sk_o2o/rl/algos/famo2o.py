@@ -1,0 +1,108 @@
+"""FamO2O on IQL: a universal model, a balance model, and IQL's critics.
+
+One step, in the authors' order (V, π_b, α_b, π_u, Q, target), with IQL's V, π_u
+and Q losses taken jointly as in :mod:`sk_o2o.rl.algos.iql`:
+
+1. balance model (every ``balance_update_interval`` steps), through the frozen
+   universal model and the target critics:
+   L_b = E_s[ α_b · log π_b(x|s) − Q̄(s, ã) ],  β = map(x),  ã ~ π_u(·|s, enc(β));
+2. temperature: L_α = −E[ log α_b · (log π_b(x|s) + H_target) ];
+3. IQL's losses with the actor conditioned on enc(β) and each sample weighted by
+   its *own* β: min(exp(β_i · A_i), 100). Offline, β_i ~ U[lo, hi]; online,
+   β_i ~ π_b(·|s_i) without gradient. (The authors' IQL code broadcasts a (B,)
+   advantage against (B, 1) betas into a (B, B) weight matrix, so the universal
+   model gets no β-specific signal; we implement the per-sample form the paper
+   describes.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sk_o2o.data.buffer import Batch
+from sk_o2o.rl._torch_utils import make_adam, step
+from sk_o2o.rl.algos.iql import IQLConfig, IQLCore
+from sk_o2o.rl.balance import (
+    BALANCE_CODE_DIM,
+    BalanceModel,
+    balance_code,
+    balance_model_loss,
+    temperature_loss,
+)
+
+__all__ = ["FamO2OIQLConfig", "FamO2OIQLCore"]
+
+
+@dataclass
+class FamO2OIQLConfig(IQLConfig):
+    """IQL's configuration plus the balance model's."""
+
+    actor_cond_dim: int = BALANCE_CODE_DIM
+    balance_range: tuple[float, float] = (1.0, 5.0)
+    balance_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    initial_alpha: float = 1.0
+    target_entropy: float = -0.5
+
+
+class FamO2OIQLCore(IQLCore):
+    """IQL's networks with a β-conditioned actor, plus π_b and its temperature."""
+
+    def __init__(self, config: FamO2OIQLConfig, device: torch.device):
+        super().__init__(config, device)
+        c = config
+        self.balance_model = BalanceModel(c.obs_dim, c.hidden, c.balance_range)
+        self.log_alpha = nn.Parameter(
+            torch.tensor(float(c.initial_alpha)).log(), requires_grad=True
+        )
+        nn.Module.to(self, device)
+        self.balance_optimizer = make_adam(
+            [(self.balance_model.parameters(), c.balance_lr)], device
+        )
+        self.alpha_optimizer = make_adam([([self.log_alpha], c.alpha_lr)], device)
+
+    def chosen_balance(self, observations: torch.Tensor) -> torch.Tensor:
+        """β that the balance model picks for each state (its mean)."""
+        return self.balance_model.mode(observations)
+
+    def act(self, observations: torch.Tensor) -> torch.Tensor:
+        """Deterministic action of π_u with the balance model's β."""
+        beta = self.chosen_balance(observations)
+        return self.actor.mode(observations, balance_code(beta))
+
+    def update_balance(
+        self, batch: Batch, noise: torch.Tensor, action_noise: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        obs = batch.observations
+        beta, log_prob = self.balance_model.sample(obs, noise)
+        self.actor.requires_grad_(False)  # frozen: only π_b learns from this loss
+        try:
+            mean = self.actor.mode(obs, balance_code(beta))
+            std = self.actor.log_std.clamp(-5.0, 2.0).exp()
+            action = (mean + std * action_noise).clamp(-1.0, 1.0)
+            q = self.target_q_with_grad(obs, action)
+        finally:
+            self.actor.requires_grad_(True)
+        alpha = self.log_alpha.exp()
+        b_loss = balance_model_loss(log_prob, q, alpha)
+        step(self.balance_optimizer, b_loss)
+        a_loss = temperature_loss(self.log_alpha, log_prob, self.config.target_entropy)
+        step(self.alpha_optimizer, a_loss)
+        return {
+            "balance_loss": b_loss.detach(),
+            "alpha": alpha.detach(),
+            "mean_beta": beta.detach().mean(),
+        }
+
+    def target_q_with_grad(self, observations, actions) -> torch.Tensor:
+        """Q̄(s, a) with gradients to the action (the target critics stay frozen)."""
+        return self.target_critic(observations, actions).min(0).values
+
+    def update_universal(
+        self, batch: Batch, beta: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """IQL's joint step with the actor conditioned on each sample's β."""
+        return IQLCore.update(self, batch, beta, balance_code(beta))

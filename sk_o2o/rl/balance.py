@@ -1,0 +1,101 @@
+"""Where the improvement/constraint balance β comes from.
+
+- a fixed coefficient: a float passed to the base algorithm's update (``IQLPolicy``);
+- FamO2O (Wang et al., NeurIPS 2023): a *universal model* π_u(a | s, enc(β)) — the
+  base actor fed a sin/cos code of β — and a *balance model* π_b(β | s) that picks,
+  per state, the β whose action the critics value most.
+
+This module holds the balance model's network, the code of β and the balance
+model's two losses, as pure functions in update order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from sk_o2o.rl.networks import MLP
+
+__all__ = [
+    "BALANCE_CODE_DIM",
+    "BalanceModel",
+    "balance_code",
+    "balance_model_loss",
+    "temperature_loss",
+]
+
+BALANCE_CODE_DIM = 6
+_LOG_STD_MIN, _LOG_STD_MAX = -5.0, 2.0
+
+
+def balance_code(beta: torch.Tensor) -> torch.Tensor:
+    """The authors' 6-number sin/cos code of β, shape (batch, 6).
+
+    enc₂ᵢ = sin(β / 10000^(2i/6)), enc₂ᵢ₊₁ = cos(β / 10000^(2i/6)), i = 0, 1, 2.
+    """
+    i = torch.arange(BALANCE_CODE_DIM // 2, device=beta.device, dtype=beta.dtype)
+    scaled = beta.reshape(-1, 1) / 10000.0 ** (2.0 * i / BALANCE_CODE_DIM)
+    # interleave: sin, cos, sin, cos, ...
+    return torch.stack([scaled.sin(), scaled.cos()], dim=-1).flatten(1)
+
+
+class BalanceModel(nn.Module):
+    """π_b(β | s): a 1-D tanh-Gaussian over x ∈ (-1, 1), mapped into the range.
+
+    β = lo + (x + 1) / 2 · (hi − lo), so β always lies inside ``balance_range``.
+    (The authors' CQL code maps x·(hi − lo) + lo, which leaves the range; we do not.)
+    """
+
+    def __init__(
+        self, obs_dim: int, hidden: Sequence[int], balance_range: tuple[float, float]
+    ):
+        super().__init__()
+        self.net = MLP(obs_dim, hidden, 2)
+        self.low, self.high = (float(v) for v in balance_range)
+
+    def to_beta(self, x: torch.Tensor) -> torch.Tensor:
+        return self.low + (x + 1.0) * (0.5 * (self.high - self.low))
+
+    def _mean_log_std(self, observations: torch.Tensor):
+        mean, log_std = self.net(observations).unbind(-1)
+        return mean, log_std.clamp(_LOG_STD_MIN, _LOG_STD_MAX)
+
+    def mode(self, observations: torch.Tensor) -> torch.Tensor:
+        """The β of the distribution's mean (used to act and to evaluate)."""
+        mean, _ = self._mean_log_std(observations)
+        return self.to_beta(torch.tanh(mean))
+
+    def sample(self, observations: torch.Tensor, noise: torch.Tensor):
+        """Reparameterised ``(beta, log_prob)`` from standard-normal ``noise``."""
+        mean, log_std = self._mean_log_std(observations)
+        u = mean + log_std.exp() * noise
+        x = torch.tanh(u)
+        # log N(u; mean, std) − log(1 − tanh(u)²), the latter in a stable form
+        log_prob = (
+            -0.5 * noise.square()
+            - log_std
+            - 0.5 * math.log(2.0 * math.pi)
+            - 2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))
+        )
+        return self.to_beta(x), log_prob
+
+
+# ----------------------------------------------------------------- losses, in order
+def balance_model_loss(
+    log_prob: torch.Tensor, q_of_chosen_action: torch.Tensor, alpha: torch.Tensor
+) -> torch.Tensor:
+    """E_s[ α_b · log π_b(x|s) − Q̄(s, ã) ], ã ~ π_u(·|s, enc(β)), β = map(x).
+
+    Gradients reach π_b through β (reparameterised) and the frozen universal model.
+    """
+    return (alpha.detach() * log_prob - q_of_chosen_action).mean()
+
+
+def temperature_loss(
+    log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float
+) -> torch.Tensor:
+    """SAC's temperature loss: α_b rises while the entropy is below the target."""
+    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()

@@ -1,0 +1,148 @@
+"""FamO2OPolicy: universal model, balance model, offline and online phases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from sklearn.model_selection import GridSearchCV, GroupKFold
+
+from sk_o2o import FamO2OPolicy
+from sk_o2o.datasets import load_dataset
+from sk_o2o.rl.balance import BalanceModel, balance_code
+
+FAST = {"hidden_sizes": (32, 32), "device": "cpu", "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("pendulum-medium-replay-v0")
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    return FamO2OPolicy(n_steps=400, log_interval=100, **FAST).fit(data)
+
+
+def test_balance_code_matches_the_reference_formula():
+    beta = torch.tensor([1.0, 3.5])
+    code = balance_code(beta)
+    expected = []
+    for b in beta.tolist():
+        row = []
+        for i in range(3):
+            row += [np.sin(b / 10000 ** (2 * i / 6)), np.cos(b / 10000 ** (2 * i / 6))]
+        expected.append(row)
+    np.testing.assert_allclose(code.numpy(), expected, rtol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    obs=hnp.arrays(np.float32, (8, 3), elements=st.floats(-1e3, 1e3, width=32)),
+    noise=hnp.arrays(np.float32, (8,), elements=st.floats(-10, 10, width=32)),
+    low=st.floats(0.0, 10.0),
+    width=st.floats(0.1, 10.0),
+)
+def test_balance_model_stays_inside_its_range(obs, noise, low, width):
+    torch.manual_seed(0)
+    model = BalanceModel(3, (16,), (low, low + width))
+    beta, log_prob = model.sample(torch.from_numpy(obs), torch.from_numpy(noise))
+    assert ((beta >= low) & (beta <= low + width + 1e-5)).all()
+    assert torch.isfinite(log_prob).all()
+    mode = model.mode(torch.from_numpy(obs))
+    assert ((mode >= low) & (mode <= low + width + 1e-5)).all()
+
+
+def test_beta_changes_the_universal_models_actions(trained, data):
+    X = data.observations[:200]
+    low_beta = trained.predict_with_balance(X, 1.0)
+    high_beta = trained.predict_with_balance(X, 5.0)
+    assert np.abs(low_beta - high_beta).mean() > 1e-3
+
+
+def test_predict_balance_inside_range_and_actions_in_bounds(trained, data):
+    X = np.concatenate([data.observations[:100], 1e6 * data.observations[:5]])
+    beta = trained.predict_balance(X)
+    assert beta.shape == (len(X),)
+    assert ((beta >= 1.0) & (beta <= 5.0)).all()
+    actions = trained.predict(X)
+    assert actions.shape == (len(X), 1)
+    assert ((actions >= -2.0) & (actions <= 2.0)).all()
+    sampled = trained.sample_action(X)
+    assert ((sampled >= -2.0) & (sampled <= 2.0)).all()
+
+
+def test_history_records_balance_and_iql_losses(trained):
+    keys = {"balance_loss", "alpha", "mean_beta", "value_loss", "actor_loss"}
+    assert keys <= set(trained.history_[-1])
+    assert all(1.0 <= h["mean_beta"] <= 5.0 for h in trained.history_)
+
+
+def test_partial_fit_fine_tunes_with_the_balance_models_beta(trained, data):
+    import copy
+
+    policy = copy.deepcopy(trained)
+    before = policy.predict(data.observations[:50])
+    n = 64
+    policy.partial_fit(
+        data.observations[:n],
+        data.actions[:n],
+        rewards=data.rewards[:n],
+        next_observations=data.next_observations[:n],
+        terminals=data.terminals[:n],
+        n_updates=30,
+    )
+    assert len(policy.buffer_) == len(data.rewards) + n
+    assert policy.history_[-1]["phase"] == "partial_fit"
+    assert not np.array_equal(before, policy.predict(data.observations[:50]))
+
+
+def test_same_seed_same_policy(data):
+    a = FamO2OPolicy(n_steps=20, **FAST).fit(data)
+    b = FamO2OPolicy(n_steps=20, **FAST).fit(data)
+    np.testing.assert_array_equal(
+        a.predict(data.observations), b.predict(data.observations)
+    )
+    np.testing.assert_array_equal(
+        a.predict_balance(data.observations), b.predict_balance(data.observations)
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"balance_range": (5.0, 1.0)}, "balance_range"),
+        ({"balance_range": (1.0,)}, "balance_range"),
+        ({"algo": "awac"}, "algo"),
+        ({"balance_update_interval": 0}, "balance_update_interval"),
+    ],
+)
+def test_invalid_parameters_are_named(data, params, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        FamO2OPolicy(n_steps=1, **FAST, **params).fit(data)
+
+
+def test_grid_search_over_balance_range_with_env_return(data):
+    pytest.importorskip("gymnasium")
+    from sk_o2o.metrics import make_env_return_scorer
+
+    search = GridSearchCV(
+        FamO2OPolicy(n_steps=20, **FAST),
+        {"balance_range": [(1.0, 5.0), (2.0, 4.0)], "actor_lr": [3e-4, 1e-3]},
+        cv=GroupKFold(2),
+        scoring=make_env_return_scorer("Pendulum-v1", n_episodes=1),
+    )
+    search.fit(
+        data.observations,
+        data.actions,
+        groups=data.episode_ids,
+        rewards=data.rewards,
+        next_observations=data.next_observations,
+        terminals=data.terminals,
+        timeouts=data.timeouts,
+    )
+    assert len(search.cv_results_["params"]) == 4
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
