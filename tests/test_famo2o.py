@@ -146,3 +146,30 @@ def test_grid_search_over_balance_range_with_env_return(data):
     )
     assert len(search.cv_results_["params"]) == 4
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_fit_online_interacts_stores_and_updates(data):
+    pytest.importorskip("gymnasium")
+    policy = FamO2OPolicy(n_steps=10, log_interval=20, **FAST).fit(data)
+    n_before = len(policy.buffer_)
+    policy.fit_online("Pendulum-v1", 210, eval_interval=100, n_eval_episodes=1)
+    assert len(policy.buffer_) == n_before + 210
+    assert policy.n_updates_ == 10 + 210
+    phases = [h["phase"] for h in policy.history_]
+    assert phases.count("online_eval") == 2
+    assert phases.count("online_episode") == 1  # Pendulum episodes are 200 steps
+    episode = next(h for h in policy.history_ if h["phase"] == "online_episode")
+    assert episode["env_step"] == 200 and np.isfinite(episode["episode_return"])
+
+
+def test_fit_online_needs_a_fitted_policy_and_a_matching_env(data):
+    pytest.importorskip("gymnasium")
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        FamO2OPolicy(**FAST).fit_online("Pendulum-v1", 5)
+    policy = FamO2OPolicy(n_steps=2, **FAST).fit(data)
+    with pytest.raises(ValueError, match="observations"):
+        policy.fit_online("MountainCarContinuous-v0", 5)
+    with pytest.raises(ValueError, match="n_steps"):
+        policy.fit_online("Pendulum-v1", -1)

@@ -44,6 +44,38 @@ from sk_o2o.data.transitions import (
 
 __all__ = ["BaseRLPolicy"]
 
+
+class _LossLog:
+    """Averages per-step losses into one ``history_`` record every ``interval``."""
+
+    def __init__(self, estimator, phase: str, interval: int, bar) -> None:
+        self.estimator, self.phase, self.bar = estimator, phase, bar
+        self.interval = max(1, interval)
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}  # some losses are not computed every step
+        self.steps = 0
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        for key, value in losses.items():  # tensors: no device sync until flush
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self.steps += 1
+        if self.steps == self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.steps == 0:
+            return
+        record = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        self.estimator.history_.append(
+            {"step": self.estimator.n_updates_, "phase": self.phase, **record}
+        )
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in record.items()})
+            self.bar.update(self.steps)
+        self.sums, self.counts, self.steps = {}, {}, 0
+
+
 _PREDICT_CHUNK = 65_536
 _INDEX_CHUNK = 1_000  # gradient steps whose batch indices are drawn at once
 
@@ -391,39 +423,159 @@ class BaseRLPolicy(TorchEstimator):
         """``n_steps`` gradient steps on uniformly sampled batches of the buffer."""
         if n_steps == 0:
             return
-        size, device = len(self.buffer_), self.device_
-        log_interval = max(1, min(self.log_interval, n_steps))
-        sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}  # some losses are not computed every step
-        since_log = 0
         self.core_.train()
         with progress_bar(
             n_steps, verbose=self.verbose, desc=type(self).__name__
         ) as bar:
+            log = _LossLog(self, phase, min(self.log_interval, n_steps), bar)
             done = 0
             while done < n_steps:
                 chunk = min(_INDEX_CHUNK, n_steps - done)
-                # Indices come from a CPU generator so the same seed gives the same
-                # batches on every device.
-                indices = torch.randint(
-                    size, (chunk, self.batch_size), generator=self.generator_
-                ).to(device)
-                for step_indices in indices:
-                    losses = self._update(self.buffer_.sample(step_indices), phase)
-                    for key, value in losses.items():
-                        sums[key] = sums[key] + value if key in sums else value
-                        counts[key] = counts.get(key, 0) + 1
-                    since_log += 1
-                    self.n_updates_ += 1
-                    done += 1
-                    if since_log == log_interval or done == n_steps:
-                        record = {k: float(v) / counts[k] for k, v in sums.items()}
-                        self.history_.append(
-                            {"step": self.n_updates_, "phase": phase, **record}
-                        )
-                        bar.set_postfix({k: f"{v:.3g}" for k, v in record.items()})
-                        bar.update(since_log)
-                        sums, counts, since_log = {}, {}, 0
+                for step_indices in self._batch_indices(chunk):
+                    log.add(self._gradient_step(step_indices, phase))
+                done += chunk
+            log.flush()
+
+    def _batch_indices(self, n_steps: int) -> torch.Tensor:
+        # Drawn on a CPU generator so the same seed gives the same batches on every
+        # device, and for many steps at once so the device copy is rare.
+        indices = torch.randint(
+            len(self.buffer_), (n_steps, self.batch_size), generator=self.generator_
+        )
+        return indices.to(self.device_)
+
+    def _gradient_step(self, indices: torch.Tensor, phase: str):
+        losses = self._update(self.buffer_.sample(indices), phase)
+        self.n_updates_ += 1
+        return losses
+
+    def fit_online(
+        self,
+        env,
+        n_steps: int,
+        *,
+        n_updates_per_step: int = 1,
+        eval_interval: int | None = None,
+        n_eval_episodes: int = 5,
+        seed: int = 0,
+    ):
+        """Fine-tune by interacting with a gymnasium environment.
+
+        Each environment step acts with :meth:`sample_action`, stores the
+        transition in the buffer (which keeps the offline data: both are sampled
+        uniformly) and takes ``n_updates_per_step`` gradient steps in the
+        ``"online"`` phase. The estimator must be fitted first (offline, with
+        :meth:`fit`, or with :meth:`partial_fit`).
+
+        Parameters
+        ----------
+        env : str or gymnasium.Env
+            Environment id or instance; its observations must match ``X``.
+        n_steps : int
+            Environment steps.
+        n_updates_per_step : int, default=1
+        eval_interval : int, optional
+            Every ``eval_interval`` environment steps, the deterministic policy is
+            evaluated on a separate copy of the environment for
+            ``n_eval_episodes`` episodes. ``None`` disables evaluation.
+        n_eval_episodes : int, default=5
+        seed : int, default=0
+            Seed of the environment resets and of the evaluation episodes.
+
+        Returns
+        -------
+        self : object
+
+        Notes
+        -----
+        ``history_`` gains, besides the averaged losses (``phase="online"``), one
+        record per finished episode (``phase="online_episode"``, with
+        ``env_step`` and ``episode_return``) and one per evaluation
+        (``phase="online_eval"``, with ``env_step`` and ``eval_return``).
+        """
+        from sk_o2o.rl.online import evaluate_policy, make_env
+
+        check_is_fitted(self)
+        for name, value, low in (
+            ("n_steps", n_steps, 0),
+            ("n_updates_per_step", n_updates_per_step, 0),
+            ("n_eval_episodes", n_eval_episodes, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {value!r}.")
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}.")
+        if eval_interval is not None and (
+            not isinstance(eval_interval, (int, np.integer)) or eval_interval < 1
+        ):
+            raise ValueError(
+                f"eval_interval must be None or a positive int, got {eval_interval!r}."
+            )
+        env = make_env(env)
+        eval_env = None
+        if eval_interval is not None:
+            if env.spec is None:
+                raise ValueError(
+                    "evaluation needs a second copy of env: pass an env id or an "
+                    "env made with gymnasium.make, or set eval_interval=None."
+                )
+            eval_env = make_env(env.spec.id)
+        obs, _ = env.reset(seed=seed)
+        if np.shape(obs) != (self.n_features_in_,):
+            raise ValueError(
+                f"env observations have shape {np.shape(obs)}, but the policy was "
+                f"fitted on {self.n_features_in_} features."
+            )
+        self.core_.train()
+        episode_return = 0.0
+        with progress_bar(n_steps, verbose=self.verbose, desc="online") as bar:
+            log = _LossLog(self, "online", self.log_interval, None)
+            for t in range(1, n_steps + 1):
+                action = self.sample_action(obs[None])
+                next_obs, reward, terminated, truncated, _ = env.step(
+                    action[0] if not self.actions_1d_ else action
+                )
+                self._append(
+                    Transitions(
+                        np.asarray(obs, np.float32)[None],
+                        np.asarray(action, np.float32).reshape(1, -1),
+                        np.asarray([reward], np.float32),
+                        np.asarray(next_obs, np.float32)[None],
+                        np.asarray([terminated], np.float32),
+                        np.asarray([truncated], np.float32),
+                    )
+                )
+                for step_indices in self._batch_indices(n_updates_per_step):
+                    log.add(self._gradient_step(step_indices, "online"))
+                episode_return += float(reward)
+                obs = next_obs
+                if terminated or truncated:
+                    self.history_.append(
+                        {
+                            "step": self.n_updates_,
+                            "phase": "online_episode",
+                            "env_step": t,
+                            "episode_return": episode_return,
+                        }
+                    )
+                    obs, _ = env.reset()
+                    episode_return = 0.0
+                if eval_env is not None and t % eval_interval == 0:
+                    returns = evaluate_policy(
+                        self, eval_env, n_episodes=n_eval_episodes, seed=seed + 10_000
+                    )
+                    self.history_.append(
+                        {
+                            "step": self.n_updates_,
+                            "phase": "online_eval",
+                            "env_step": t,
+                            "eval_return": float(np.mean(returns)),
+                        }
+                    )
+                    self.core_.train()
+                bar.update(1)
+            log.flush()
+        return self
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=torch.float32).to(self.device_)
