@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sk_o2o.rl.networks import MLP
+from sk_o2o.rl.networks import LOG_STD_MAX, LOG_STD_MIN, MLP
 
 __all__ = [
     "BALANCE_CODE_DIM",
@@ -28,7 +28,6 @@ __all__ = [
 ]
 
 BALANCE_CODE_DIM = 6
-_LOG_STD_MIN, _LOG_STD_MAX = -5.0, 2.0
 
 
 def balance_code(beta: torch.Tensor) -> torch.Tensor:
@@ -61,7 +60,7 @@ class BalanceModel(nn.Module):
 
     def _mean_log_std(self, observations: torch.Tensor):
         mean, log_std = self.net(observations).unbind(-1)
-        return mean, log_std.clamp(_LOG_STD_MIN, _LOG_STD_MAX)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def mode(self, observations: torch.Tensor) -> torch.Tensor:
         """The β of the distribution's mean (used to act and to evaluate)."""

@@ -255,10 +255,10 @@ class BaseRLPolicy(TorchEstimator):
         """
         obs = self._observations_tensor(X)
         with torch.no_grad():
-            noise_free = self._policy_mode(obs)
-            std = self.core_.actor.log_std.clamp(-5.0, 2.0).exp()
-            noise = torch.randn(noise_free.shape, generator=self.generator_)
-            sampled = noise_free + std * noise.to(noise_free.device)
+            noise = torch.randn((len(obs), self.action_dim_), generator=self.generator_)
+            sampled = self._policy_mode(obs) + self.core_.actor.std() * noise.to(
+                self.device_
+            )
         return self._actions_out(sampled)
 
     def predict_value(self, X, y) -> np.ndarray:

@@ -115,16 +115,15 @@ class GaussianPolicy(nn.Module):
         z = (actions - mean) * torch.exp(-log_std)
         return (-0.5 * z.square() - log_std - _HALF_LOG_2PI).sum(-1)
 
+    def std(self) -> torch.Tensor:
+        """The state-independent standard deviation, shape (act_dim,)."""
+        return self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+
     def sample(
         self,
         observations: torch.Tensor,
+        noise: torch.Tensor,
         cond: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """A sample from the policy (not squashed; callers clip to [-1, 1])."""
-        mean = self.mode(observations, cond)
-        std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
-        noise = torch.randn(
-            mean.shape, generator=generator, device=mean.device, dtype=mean.dtype
-        )
-        return mean + std * noise
+        """Reparameterised sample from standard-normal ``noise`` (not clipped)."""
+        return self.mode(observations, cond) + self.std() * noise

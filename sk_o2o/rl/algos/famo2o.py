@@ -80,9 +80,8 @@ class FamO2OIQLCore(IQLCore):
         beta, log_prob = self.balance_model.sample(obs, noise)
         self.actor.requires_grad_(False)  # frozen: only π_b learns from this loss
         try:
-            mean = self.actor.mode(obs, balance_code(beta))
-            std = self.actor.log_std.clamp(-5.0, 2.0).exp()
-            action = (mean + std * action_noise).clamp(-1.0, 1.0)
+            action = self.actor.sample(obs, action_noise, balance_code(beta))
+            action = action.clamp(-1.0, 1.0)
             q = self.target_q_with_grad(obs, action)
         finally:
             self.actor.requires_grad_(True)
