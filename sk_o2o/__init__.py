@@ -5,7 +5,7 @@ Estimators follow the scikit-learn API (``fit``/``partial_fit``/``predict``,
 """
 
 from sk_o2o._base import load
-from sk_o2o.rl.estimators import FamO2OPolicy, IQLPolicy
+from sk_o2o.rl.estimators import FamO2OPolicy, IQLPolicy, TD3BCPolicy
 
-__all__ = ["FamO2OPolicy", "IQLPolicy", "load"]
+__all__ = ["FamO2OPolicy", "IQLPolicy", "TD3BCPolicy", "load"]
 __version__ = "0.1.0.dev0"

@@ -221,9 +221,9 @@ def _from_json(obj: Any) -> Any:
 
 
 def _registry() -> dict[str, type[TorchEstimator]]:
-    from sk_o2o.rl.estimators import FamO2OPolicy, IQLPolicy
+    from sk_o2o.rl.estimators import FamO2OPolicy, IQLPolicy, TD3BCPolicy
 
-    return {cls.__name__: cls for cls in (FamO2OPolicy, IQLPolicy)}
+    return {cls.__name__: cls for cls in (FamO2OPolicy, IQLPolicy, TD3BCPolicy)}
 
 
 def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimator:

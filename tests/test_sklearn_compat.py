@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sk_o2o import FamO2OPolicy, IQLPolicy
+from sk_o2o import FamO2OPolicy, IQLPolicy, TD3BCPolicy
 
 # Each entry says why the check cannot pass for an RL policy.
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}
@@ -19,7 +19,7 @@ def _small(estimator):
 
 @pytest.mark.filterwarnings("ignore:fit got no rewards:UserWarning")
 @parametrize_with_checks(
-    [_small(IQLPolicy()), _small(FamO2OPolicy())],
+    [_small(IQLPolicy()), _small(FamO2OPolicy()), _small(TD3BCPolicy())],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
 )
 def test_sklearn_compatible_estimator(estimator, check):

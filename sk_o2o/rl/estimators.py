@@ -12,10 +12,11 @@ from sk_o2o.data.buffer import Batch
 from sk_o2o.data.normalization import REWARD_SCALINGS
 from sk_o2o.rl.algos.famo2o import FamO2OIQLConfig, FamO2OIQLCore
 from sk_o2o.rl.algos.iql import IQLConfig, IQLCore
+from sk_o2o.rl.algos.td3bc import TD3BCConfig, TD3BCCore
 from sk_o2o.rl.balance import balance_code
 from sk_o2o.rl.base import BaseRLPolicy
 
-__all__ = ["FamO2OPolicy", "IQLPolicy"]
+__all__ = ["FamO2OPolicy", "IQLPolicy", "TD3BCPolicy"]
 
 _COMMON_CONSTRAINTS = {
     "hidden_sizes": ["array-like"],
@@ -398,3 +399,129 @@ def _check_range(value, name: str) -> tuple[float, float]:
     if not (np.isfinite(low) and np.isfinite(high) and 0 <= low < high):
         raise ValueError(f"{name} must satisfy 0 <= low < high, got {value!r}.")
     return low, high
+
+
+class TD3BCPolicy(BaseRLPolicy):
+    """TD3+BC with one global improvement/constraint balance.
+
+    TD3 with a behaviour-cloning term in the actor loss (Fujimoto & Gu, 2021):
+    ``−λ·Q(s, π(s)) + (π(s) − a)²`` with ``λ = beta / mean|Q|``. A large ``beta``
+    improves on the data, a small one clones it.
+
+    Parameters
+    ----------
+    beta : float, default=2.5
+        The paper's α: weight of the Q term against the behaviour-cloning term.
+    policy_noise : float, default=0.2
+        Standard deviation of the target policy smoothing noise ([-1, 1] units).
+    noise_clip : float, default=0.5
+        Clip of that noise.
+    policy_freq : int, default=2
+        Critic steps per actor (and target) step.
+    exploration_noise : float, default=0.1
+        Standard deviation of the Gaussian noise of :meth:`sample_action`.
+    reward_scaling : {"none", "standard", "returns"}, default="none"
+        TD3+BC leaves rewards as they are.
+    n_steps, batch_size, hidden_sizes, actor_lr, critic_lr, gamma, tau, \
+normalize_observations, action_bounds, device, random_state, verbose, log_interval
+        As in :class:`IQLPolicy`.
+
+    Attributes
+    ----------
+    core_ : TD3BCCore
+    history_ : list of dict
+        ``critic_loss`` every step and ``actor_loss`` every ``policy_freq`` steps,
+        averaged per ``log_interval``.
+
+    Examples
+    --------
+    >>> from sk_o2o import TD3BCPolicy
+    >>> from sk_o2o.datasets import load_dataset
+    >>> data = load_dataset("pendulum-medium-replay-v0")
+    >>> policy = TD3BCPolicy(n_steps=50, random_state=0, device="cpu").fit(data)
+    >>> policy.predict(data["observations"][:2]).shape
+    (2, 1)
+    """
+
+    _parameter_constraints = {
+        **_COMMON_CONSTRAINTS,
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "policy_noise": [Interval(Real, 0, None, closed="left")],
+        "noise_clip": [Interval(Real, 0, None, closed="left")],
+        "policy_freq": [Interval(Integral, 1, None, closed="left")],
+        "exploration_noise": [Interval(Real, 0, None, closed="left")],
+        "actor_lr": [Interval(Real, 0, None, closed="neither")],
+        "critic_lr": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        *,
+        beta: float = 2.5,
+        n_steps: int = 50_000,
+        batch_size: int = 256,
+        hidden_sizes: tuple[int, ...] = (256, 256),
+        actor_lr: float = 3e-4,
+        critic_lr: float = 3e-4,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        policy_noise: float = 0.2,
+        noise_clip: float = 0.5,
+        policy_freq: int = 2,
+        exploration_noise: float = 0.1,
+        normalize_observations: bool = True,
+        reward_scaling: str = "none",
+        action_bounds=None,
+        device: str | torch.device = "auto",
+        random_state=None,
+        verbose: int = 0,
+        log_interval: int = 1000,
+    ):
+        self.beta = beta
+        self.n_steps = n_steps
+        self.batch_size = batch_size
+        self.hidden_sizes = hidden_sizes
+        self.actor_lr = actor_lr
+        self.critic_lr = critic_lr
+        self.gamma = gamma
+        self.tau = tau
+        self.policy_noise = policy_noise
+        self.noise_clip = noise_clip
+        self.policy_freq = policy_freq
+        self.exploration_noise = exploration_noise
+        self.normalize_observations = normalize_observations
+        self.reward_scaling = reward_scaling
+        self.action_bounds = action_bounds
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.log_interval = log_interval
+
+    def _core_class(self):
+        return TD3BCCore, TD3BCConfig
+
+    def _make_core(self, obs_dim: int, act_dim: int, device: torch.device) -> TD3BCCore:
+        config = TD3BCConfig(
+            obs_dim=obs_dim,
+            act_dim=act_dim,
+            hidden=_check_hidden(self.hidden_sizes),
+            gamma=self.gamma,
+            tau=self.tau,
+            actor_lr=self.actor_lr,
+            critic_lr=self.critic_lr,
+            policy_noise=self.policy_noise,
+            noise_clip=self.noise_clip,
+            exploration_noise=self.exploration_noise,
+        )
+        return TD3BCCore(config, device)
+
+    def _update(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
+        noise = torch.randn(
+            (len(batch.rewards), self.action_dim_), generator=self.generator_
+        ).to(self.device_)
+        return self.core_.update(
+            batch,
+            beta=self.beta,
+            target_noise=noise * self.policy_noise,
+            update_actor=self.n_updates_ % self.policy_freq == 0,
+        )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MLP", "EnsembleCritic", "GaussianPolicy"]
+__all__ = ["MLP", "DeterministicPolicy", "EnsembleCritic", "GaussianPolicy"]
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # IQL's clip of the learned log-std
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -75,7 +75,39 @@ class EnsembleCritic(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-class GaussianPolicy(nn.Module):
+class _Actor(nn.Module):
+    """tanh(f(s[, c])): the mean action in [-1, 1], optionally conditioned on c.
+
+    Subclasses define ``std()``; sampling adds ``std() * noise`` to the mode.
+    """
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: Sequence[int], cond_dim: int = 0
+    ):
+        super().__init__()
+        self.cond_dim = cond_dim
+        self.mean_net = MLP(obs_dim + cond_dim, hidden, act_dim)
+
+    def mode(self, observations: torch.Tensor, cond: torch.Tensor | None = None):
+        """The mean action, in [-1, 1]."""
+        if self.cond_dim:
+            observations = torch.cat([observations, cond], dim=-1)
+        return torch.tanh(self.mean_net(observations))
+
+    def std(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(
+        self,
+        observations: torch.Tensor,
+        noise: torch.Tensor,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Reparameterised sample from standard-normal ``noise`` (not clipped)."""
+        return self.mode(observations, cond) + self.std() * noise
+
+
+class GaussianPolicy(_Actor):
     """π(a | s[, c]) = N(tanh(f(s, c)), σ²), σ state-independent (as in IQL).
 
     Parameters
@@ -89,19 +121,8 @@ class GaussianPolicy(nn.Module):
     def __init__(
         self, obs_dim: int, act_dim: int, hidden: Sequence[int], cond_dim: int = 0
     ):
-        super().__init__()
-        self.cond_dim = cond_dim
-        self.mean_net = MLP(obs_dim + cond_dim, hidden, act_dim)
+        super().__init__(obs_dim, act_dim, hidden, cond_dim)
         self.log_std = nn.Parameter(torch.zeros(act_dim))
-
-    def _inputs(self, observations: torch.Tensor, cond: torch.Tensor | None):
-        if self.cond_dim == 0:
-            return observations
-        return torch.cat([observations, cond], dim=-1)
-
-    def mode(self, observations: torch.Tensor, cond: torch.Tensor | None = None):
-        """The mean action, in [-1, 1]."""
-        return torch.tanh(self.mean_net(self._inputs(observations, cond)))
 
     def log_prob(
         self,
@@ -119,11 +140,26 @@ class GaussianPolicy(nn.Module):
         """The state-independent standard deviation, shape (act_dim,)."""
         return self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
 
-    def sample(
+
+class DeterministicPolicy(_Actor):
+    """π(s[, c]) = tanh(f(s, c)), TD3's actor; explores with fixed Gaussian noise.
+
+    ``std()`` is the exploration noise (TD3's ``expl_noise``, in the [-1, 1] action
+    range), so the estimators sample actions from every policy the same way.
+    """
+
+    def __init__(
         self,
-        observations: torch.Tensor,
-        noise: torch.Tensor,
-        cond: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Reparameterised sample from standard-normal ``noise`` (not clipped)."""
-        return self.mode(observations, cond) + self.std() * noise
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int],
+        cond_dim: int = 0,
+        exploration_noise: float = 0.1,
+    ):
+        super().__init__(obs_dim, act_dim, hidden, cond_dim)
+        self.register_buffer(
+            "exploration_std", torch.full((act_dim,), float(exploration_noise))
+        )
+
+    def std(self) -> torch.Tensor:
+        return self.exploration_std

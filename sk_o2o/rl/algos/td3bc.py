@@ -1,0 +1,154 @@
+"""TD3+BC (Fujimoto & Gu, NeurIPS 2021): TD3 with a behaviour-cloning term.
+
+The losses, in the order of the update:
+
+1. critic (every step), with target policy smoothing:
+   ã' = clip(π̄(s') + clip(ε, −c, c), −1, 1),  ε ~ N(0, σ²)
+   L_Q = E[ Σ_k (Q_k(s,a) − r − γ(1 − d) min_k Q̄_k(s', ã'))² ]
+2. actor (every ``policy_freq`` steps):
+   L_π = −E[ λ · Q₁(s, π(s)) ] + E[ (π(s) − a)² ],  λ = β / E|Q₁(s, π(s))|
+3. soft update of the target critics and the target actor.
+
+β (the paper's α = 2.5) weighs improvement (the Q term) against staying near the
+data (the BC term); it may be one value per sample, which FamO2O uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sk_o2o.data.buffer import Batch
+from sk_o2o.rl._torch_utils import (
+    make_adam,
+    move_module_and_optimizers,
+    reduce_to_cpu,
+    soft_update,
+    step,
+)
+from sk_o2o.rl.algos.iql import critic_loss  # the same TD regression
+from sk_o2o.rl.networks import DeterministicPolicy, EnsembleCritic
+
+__all__ = [
+    "TD3BCConfig",
+    "TD3BCCore",
+    "smoothed_target_action",
+    "td3bc_actor_loss",
+]
+
+
+# ----------------------------------------------------------------- losses, in order
+def smoothed_target_action(
+    target_action: torch.Tensor, noise: torch.Tensor, noise_clip: float
+) -> torch.Tensor:
+    """TD3's target policy smoothing: clipped noise on the target action."""
+    return (target_action + noise.clamp(-noise_clip, noise_clip)).clamp(-1.0, 1.0)
+
+
+def td3bc_actor_loss(
+    q_of_policy_action: torch.Tensor,
+    policy_action: torch.Tensor,
+    actions: torch.Tensor,
+    beta: float | torch.Tensor,
+) -> torch.Tensor:
+    """−E[λ·Q(s, π(s))] + E[(π(s) − a)²] with λ = β / E|Q| (no gradient in E|Q|)."""
+    lam = beta / q_of_policy_action.abs().mean().detach()
+    bc = (policy_action - actions).square().sum(-1)
+    return (-lam * q_of_policy_action + bc).mean()
+
+
+# ----------------------------------------------------------------- networks + update
+@dataclass
+class TD3BCConfig:
+    """Everything that defines a TD3+BC learner's networks and update."""
+
+    obs_dim: int
+    act_dim: int
+    hidden: tuple[int, ...] = (256, 256)
+    actor_cond_dim: int = 0
+    gamma: float = 0.99
+    tau: float = 0.005
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    policy_noise: float = 0.2
+    noise_clip: float = 0.5
+    exploration_noise: float = 0.1
+
+
+class TD3BCCore(nn.Module):
+    """TD3+BC's twin critics, deterministic actor, their targets and optimisers."""
+
+    def __init__(self, config: TD3BCConfig, device: torch.device):
+        super().__init__()
+        self.config = c = config
+        self.critic = EnsembleCritic(c.obs_dim, c.act_dim, c.hidden)
+        self.target_critic = EnsembleCritic(c.obs_dim, c.act_dim, c.hidden)
+        self.actor = DeterministicPolicy(
+            c.obs_dim, c.act_dim, c.hidden, c.actor_cond_dim, c.exploration_noise
+        )
+        self.target_actor = DeterministicPolicy(
+            c.obs_dim, c.act_dim, c.hidden, c.actor_cond_dim, c.exploration_noise
+        )
+        for target, online in (
+            (self.target_critic, self.critic),
+            (self.target_actor, self.actor),
+        ):
+            target.load_state_dict(online.state_dict())
+            target.requires_grad_(False)
+        nn.Module.to(self, device)
+        self.critic_optimizer = make_adam(
+            [(self.critic.parameters(), c.critic_lr)], device
+        )
+        self.actor_optimizer = make_adam(
+            [(self.actor.parameters(), c.actor_lr)], device
+        )
+
+    def to(self, device: torch.device) -> TD3BCCore:  # type: ignore[override]
+        return move_module_and_optimizers(self, device)
+
+    def __reduce__(self):
+        return reduce_to_cpu(self)
+
+    def update_critic(
+        self, batch: Batch, target_noise: torch.Tensor, cond: torch.Tensor | None
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            next_action = smoothed_target_action(
+                self.target_actor.mode(batch.next_observations, cond),
+                target_noise,
+                self.config.noise_clip,
+            )
+            next_q = (
+                self.target_critic(batch.next_observations, next_action).min(0).values
+            )
+        q = self.critic(batch.observations, batch.actions)
+        loss = critic_loss(q, batch.rewards, batch.dones, next_q, self.config.gamma)
+        step(self.critic_optimizer, loss)
+        return loss
+
+    def update_actor(
+        self, batch: Batch, beta: float | torch.Tensor, cond: torch.Tensor | None
+    ) -> torch.Tensor:
+        policy_action = self.actor.mode(batch.observations, cond)
+        q = self.critic(batch.observations, policy_action)[0]
+        loss = td3bc_actor_loss(q, policy_action, batch.actions, beta)
+        step(self.actor_optimizer, loss)
+        soft_update(self.target_critic, self.critic, self.config.tau)
+        soft_update(self.target_actor, self.actor, self.config.tau)
+        return loss
+
+    def update(
+        self,
+        batch: Batch,
+        beta: float | torch.Tensor,
+        target_noise: torch.Tensor,
+        update_actor: bool,
+        cond: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One TD3+BC step; ``target_noise`` is N(0, policy_noise²) noise."""
+        losses = {"critic_loss": self.update_critic(batch, target_noise, cond).detach()}
+        if update_actor:
+            losses["actor_loss"] = self.update_actor(batch, beta, cond).detach()
+        return losses
