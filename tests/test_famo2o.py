@@ -116,7 +116,7 @@ def test_same_seed_same_policy(data):
     [
         ({"balance_range": (5.0, 1.0)}, "balance_range"),
         ({"balance_range": (1.0,)}, "balance_range"),
-        ({"algo": "awac"}, "algo"),
+        ({"algo": "cql"}, "algo"),
         ({"balance_update_interval": 0}, "balance_update_interval"),
     ],
 )
@@ -198,3 +198,22 @@ def test_predict_balance_varies_across_states_of_mixed_quality():
     state_return = returns[mixed.episode_ids]
     # β carries information about the state's quality, whichever the sign
     assert abs(np.corrcoef(beta, state_return)[0, 1]) > 0.2
+
+
+def test_td3bc_base_has_its_own_range_and_beta_meaning(data):
+    policy = FamO2OPolicy(algo="td3bc", n_steps=200, log_interval=100, **FAST)
+    policy.fit(data)
+    assert type(policy.core_).__name__ == "FamO2OTD3BCCore"
+    assert policy.core_.config.balance_range == (1.0, 4.0)
+    beta = policy.predict_balance(data.observations)
+    assert ((beta >= 1.0) & (beta <= 4.0)).all()
+    X = data.observations[:100]
+    assert (
+        np.abs(
+            policy.predict_with_balance(X, 1.0) - policy.predict_with_balance(X, 4.0)
+        ).mean()
+        > 1e-3
+    )
+    assert {"critic_loss", "actor_loss", "balance_loss"} <= set(policy.history_[-1])
+    explicit = FamO2OPolicy(algo="td3bc", balance_range=(2.0, 3.0), n_steps=5, **FAST)
+    assert explicit.fit(data).core_.config.balance_range == (2.0, 3.0)

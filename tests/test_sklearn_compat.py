@@ -19,7 +19,12 @@ def _small(estimator):
 
 @pytest.mark.filterwarnings("ignore:fit got no rewards:UserWarning")
 @parametrize_with_checks(
-    [_small(IQLPolicy()), _small(FamO2OPolicy()), _small(TD3BCPolicy())],
+    [
+        _small(IQLPolicy()),
+        _small(FamO2OPolicy()),
+        _small(FamO2OPolicy(algo="td3bc")),
+        _small(TD3BCPolicy()),
+    ],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
 )
 def test_sklearn_compatible_estimator(estimator, check):

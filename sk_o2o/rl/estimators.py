@@ -10,13 +10,20 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from sk_o2o.data.buffer import Batch
 from sk_o2o.data.normalization import REWARD_SCALINGS
-from sk_o2o.rl.algos.famo2o import FamO2OIQLConfig, FamO2OIQLCore
+from sk_o2o.rl.algos.famo2o import (
+    FamO2OIQLConfig,
+    FamO2OIQLCore,
+    FamO2OTD3BCConfig,
+    FamO2OTD3BCCore,
+)
 from sk_o2o.rl.algos.iql import IQLConfig, IQLCore
 from sk_o2o.rl.algos.td3bc import TD3BCConfig, TD3BCCore
 from sk_o2o.rl.balance import balance_code
 from sk_o2o.rl.base import BaseRLPolicy
 
 __all__ = ["FamO2OPolicy", "IQLPolicy", "TD3BCPolicy"]
+
+_TD3_POLICY_FREQ = 2  # TD3's actor delay, used by FamO2O's TD3+BC base
 
 _COMMON_CONSTRAINTS = {
     "hidden_sizes": ["array-like"],
@@ -194,10 +201,14 @@ class FamO2OPolicy(BaseRLPolicy):
 
     Parameters
     ----------
-    algo : {"iql"}, default="iql"
-        Base algorithm. IQL: β is the advantage inverse temperature.
-    balance_range : (float, float), default=(1.0, 5.0)
-        Range of β (the paper's IQL locomotion setting).
+    algo : {"iql", "td3bc"}, default="iql"
+        Base algorithm. ``"iql"`` (the paper's): β is the advantage inverse
+        temperature. ``"td3bc"`` (our addition; not among the paper's bases): β is
+        TD3+BC's α, the weight of the normalised Q term against behaviour
+        cloning; TD3's smoothing noise 0.2 (clip 0.5) and actor delay 2 are used.
+    balance_range : (float, float), optional
+        Range of β. Default per base: (1, 5) for IQL (the paper's locomotion
+        setting), (1, 4) for TD3+BC (our choice, around TD3+BC's α = 2.5).
     balance_update_interval : int, default=5
         Gradient steps between balance-model updates (5 for IQL locomotion).
     balance_lr, alpha_lr : float, default=3e-4
@@ -207,19 +218,20 @@ class FamO2OPolicy(BaseRLPolicy):
     expectile, n_steps, batch_size, hidden_sizes, actor_lr, critic_lr, value_lr, \
 gamma, tau, normalize_observations, reward_scaling, action_bounds, device, \
 random_state, verbose, log_interval
-        As in :class:`IQLPolicy`.
+        As in :class:`IQLPolicy` (``expectile`` and ``value_lr`` are IQL's only).
 
     Attributes
     ----------
-    core_ : FamO2OIQLCore
-        Critics, value network, universal model, balance model and optimisers.
+    core_ : FamO2OIQLCore or FamO2OTD3BCCore
+        The base's networks with the universal model, the balance model and the
+        optimisers.
     history_ : list of dict
         As in :class:`IQLPolicy`, plus ``balance_loss``, ``alpha`` and
         ``mean_beta`` (the mean β sampled by the balance model).
 
     See Also
     --------
-    IQLPolicy : the same base with one global β.
+    IQLPolicy, TD3BCPolicy : the same bases with one global β.
 
     Examples
     --------
@@ -234,8 +246,8 @@ random_state, verbose, log_interval
 
     _parameter_constraints = {
         **_COMMON_CONSTRAINTS,
-        "algo": [StrOptions({"iql"})],
-        "balance_range": ["array-like"],
+        "algo": [StrOptions({"iql", "td3bc"})],
+        "balance_range": ["array-like", None],
         "balance_update_interval": [Interval(Integral, 1, None, closed="left")],
         "balance_lr": [Interval(Real, 0, None, closed="neither")],
         "alpha_lr": [Interval(Real, 0, None, closed="neither")],
@@ -250,7 +262,7 @@ random_state, verbose, log_interval
         self,
         *,
         algo: str = "iql",
-        balance_range: tuple[float, float] = (1.0, 5.0),
+        balance_range: tuple[float, float] | None = None,
         balance_update_interval: int = 5,
         balance_lr: float = 3e-4,
         alpha_lr: float = 3e-4,
@@ -295,29 +307,34 @@ random_state, verbose, log_interval
         self.verbose = verbose
         self.log_interval = log_interval
 
+    _DEFAULT_BALANCE_RANGES = {"iql": (1.0, 5.0), "td3bc": (1.0, 4.0)}
+
     def _core_class(self):
+        if self.algo == "td3bc":
+            return FamO2OTD3BCCore, FamO2OTD3BCConfig
         return FamO2OIQLCore, FamO2OIQLConfig
 
-    def _make_core(
-        self, obs_dim: int, act_dim: int, device: torch.device
-    ) -> FamO2OIQLCore:
-        low, high = _check_range(self.balance_range, "balance_range")
-        config = FamO2OIQLConfig(
-            obs_dim=obs_dim,
-            act_dim=act_dim,
-            hidden=_check_hidden(self.hidden_sizes),
-            expectile=self.expectile,
-            gamma=self.gamma,
-            tau=self.tau,
-            actor_lr=self.actor_lr,
-            critic_lr=self.critic_lr,
-            value_lr=self.value_lr,
-            balance_range=(low, high),
-            balance_lr=self.balance_lr,
-            alpha_lr=self.alpha_lr,
-            target_entropy=float(self.target_entropy),
-        )
-        return FamO2OIQLCore(config, device)
+    def _make_core(self, obs_dim: int, act_dim: int, device: torch.device):
+        balance_range = self.balance_range
+        if balance_range is None:
+            balance_range = self._DEFAULT_BALANCE_RANGES[self.algo]
+        base = {
+            "obs_dim": obs_dim,
+            "act_dim": act_dim,
+            "hidden": _check_hidden(self.hidden_sizes),
+            "gamma": self.gamma,
+            "tau": self.tau,
+            "actor_lr": self.actor_lr,
+            "critic_lr": self.critic_lr,
+            "balance_range": _check_range(balance_range, "balance_range"),
+            "balance_lr": self.balance_lr,
+            "alpha_lr": self.alpha_lr,
+            "target_entropy": float(self.target_entropy),
+        }
+        if self.algo == "iql":
+            base.update(expectile=self.expectile, value_lr=self.value_lr)
+        core_cls, config_cls = self._core_class()
+        return core_cls(config_cls(**base), device)
 
     def _noise(self, *shape: int) -> torch.Tensor:
         # Drawn on the CPU generator: the same seed gives the same run on any device.
@@ -339,7 +356,18 @@ random_state, verbose, log_interval
         else:  # fine-tune the members the balance model picks
             with torch.no_grad():
                 beta, _ = core.balance_model.sample(batch.observations, self._noise(n))
-        losses.update(core.update_universal(batch, beta))
+        if self.algo == "td3bc":
+            losses.update(
+                core.update_universal(
+                    batch,
+                    beta,
+                    target_noise=self._noise(n, self.action_dim_)
+                    * core.config.policy_noise,
+                    update_actor=self.n_updates_ % _TD3_POLICY_FREQ == 0,
+                )
+            )
+        else:
+            losses.update(core.update_universal(batch, beta))
         return losses
 
     def _policy_mode(self, obs: torch.Tensor) -> torch.Tensor:

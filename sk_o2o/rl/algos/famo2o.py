@@ -1,7 +1,11 @@
-"""FamO2O on IQL: a universal model, a balance model, and IQL's critics.
+"""FamO2O on a base algorithm: a universal model, a balance model, base critics.
 
-One step, in the authors' order (V, π_b, α_b, π_u, Q, target), with IQL's V, π_u
-and Q losses taken jointly as in :mod:`sk_o2o.rl.algos.iql`:
+Bases: IQL (β = the advantage inverse temperature, as in the paper) and TD3+BC
+(β = the weight of the normalised Q term against behaviour cloning, TD3+BC's α;
+not one of the paper's bases — our addition, documented as such).
+
+One IQL step, in the authors' order (V, π_b, α_b, π_u, Q, target), with IQL's V,
+π_u and Q losses taken jointly as in :mod:`sk_o2o.rl.algos.iql`:
 
 1. balance model (every ``balance_update_interval`` steps), through the frozen
    universal model and the target critics:
@@ -13,6 +17,10 @@ and Q losses taken jointly as in :mod:`sk_o2o.rl.algos.iql`:
    advantage against (B, 1) betas into a (B, B) weight matrix, so the universal
    model gets no β-specific signal; we implement the per-sample form the paper
    describes.)
+
+With TD3+BC the balance model's step is the same; the universal model is TD3+BC's
+deterministic actor conditioned on enc(β), its loss −λ_i Q + BC with λ_i = β_i /
+E|Q|, and its target actor is conditioned on the same β.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from torch import nn
 from sk_o2o.data.buffer import Batch
 from sk_o2o.rl._torch_utils import make_adam, step
 from sk_o2o.rl.algos.iql import IQLConfig, IQLCore
+from sk_o2o.rl.algos.td3bc import TD3BCConfig, TD3BCCore
 from sk_o2o.rl.balance import (
     BALANCE_CODE_DIM,
     BalanceModel,
@@ -33,12 +42,17 @@ from sk_o2o.rl.balance import (
     temperature_loss,
 )
 
-__all__ = ["FamO2OIQLConfig", "FamO2OIQLCore"]
+__all__ = [
+    "FamO2OIQLConfig",
+    "FamO2OIQLCore",
+    "FamO2OTD3BCConfig",
+    "FamO2OTD3BCCore",
+]
 
 
-@dataclass
-class FamO2OIQLConfig(IQLConfig):
-    """IQL's configuration plus the balance model's."""
+@dataclass(kw_only=True)
+class _BalanceConfig:
+    """The balance model's settings, shared by every FamO2O core."""
 
     actor_cond_dim: int = BALANCE_CODE_DIM
     balance_range: tuple[float, float] = (1.0, 5.0)
@@ -48,16 +62,26 @@ class FamO2OIQLConfig(IQLConfig):
     target_entropy: float = -0.5
 
 
-class FamO2OIQLCore(IQLCore):
-    """IQL's networks with a β-conditioned actor, plus π_b and its temperature."""
+@dataclass(kw_only=True)
+class FamO2OIQLConfig(IQLConfig, _BalanceConfig):
+    """IQL's configuration plus the balance model's."""
 
-    def __init__(self, config: FamO2OIQLConfig, device: torch.device):
-        super().__init__(config, device)
-        c = config
+    actor_cond_dim: int = BALANCE_CODE_DIM
+
+
+@dataclass(kw_only=True)
+class FamO2OTD3BCConfig(TD3BCConfig, _BalanceConfig):
+    """TD3+BC's configuration plus the balance model's."""
+
+    actor_cond_dim: int = BALANCE_CODE_DIM
+
+
+class _BalanceMixin:
+    """π_b, its temperature and their step; the base core supplies the rest."""
+
+    def _init_balance(self, c: _BalanceConfig, device: torch.device) -> None:
         self.balance_model = BalanceModel(c.obs_dim, c.hidden, c.balance_range)
-        self.log_alpha = nn.Parameter(
-            torch.tensor(float(c.initial_alpha)).log(), requires_grad=True
-        )
+        self.log_alpha = nn.Parameter(torch.tensor(float(c.initial_alpha)).log())
         nn.Module.to(self, device)
         self.balance_optimizer = make_adam(
             [(self.balance_model.parameters(), c.balance_lr)], device
@@ -81,8 +105,8 @@ class FamO2OIQLCore(IQLCore):
         self.actor.requires_grad_(False)  # frozen: only π_b learns from this loss
         try:
             action = self.actor.sample(obs, action_noise, balance_code(beta))
-            action = action.clamp(-1.0, 1.0)
-            q = self.target_q_with_grad(obs, action)
+            # Q̄ with gradients to the action; the target critics stay frozen
+            q = self.target_critic(obs, action.clamp(-1.0, 1.0)).min(0).values
         finally:
             self.actor.requires_grad_(True)
         alpha = self.log_alpha.exp()
@@ -96,12 +120,36 @@ class FamO2OIQLCore(IQLCore):
             "mean_beta": beta.detach().mean(),
         }
 
-    def target_q_with_grad(self, observations, actions) -> torch.Tensor:
-        """Q̄(s, a) with gradients to the action (the target critics stay frozen)."""
-        return self.target_critic(observations, actions).min(0).values
+
+class FamO2OIQLCore(_BalanceMixin, IQLCore):
+    """IQL's networks with a β-conditioned actor, plus π_b and its temperature."""
+
+    def __init__(self, config: FamO2OIQLConfig, device: torch.device):
+        IQLCore.__init__(self, config, device)
+        self._init_balance(config, device)
 
     def update_universal(
         self, batch: Batch, beta: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """IQL's joint step with the actor conditioned on each sample's β."""
         return IQLCore.update(self, batch, beta, balance_code(beta))
+
+
+class FamO2OTD3BCCore(_BalanceMixin, TD3BCCore):
+    """TD3+BC's networks with a β-conditioned actor, plus π_b and its temperature."""
+
+    def __init__(self, config: FamO2OTD3BCConfig, device: torch.device):
+        TD3BCCore.__init__(self, config, device)
+        self._init_balance(config, device)
+
+    def update_universal(
+        self,
+        batch: Batch,
+        beta: torch.Tensor,
+        target_noise: torch.Tensor,
+        update_actor: bool,
+    ) -> dict[str, torch.Tensor]:
+        """TD3+BC's step with the actor (and target actor) conditioned on β."""
+        return TD3BCCore.update(
+            self, batch, beta, target_noise, update_actor, balance_code(beta)
+        )
