@@ -1,4 +1,4 @@
-"""Update throughput of sk_o2o's IQLPolicy against d3rlpy's IQL, side by side.
+"""Update throughput of sk_o2o's IQLPolicy and FamO2OPolicy against d3rlpy's IQL.
 
 Both train on the same transitions (Hopper-sized: 11-d observations, 3-d actions)
 with batch 256 and 256-256 MLPs, in one process, on the same device. Each runs
@@ -33,12 +33,12 @@ def make_data(n: int, obs_dim: int = 11, act_dim: int = 3, seed: int = 0) -> dic
     }
 
 
-def sk_o2o_runner(data: dict, device: str):
+def sk_o2o_runner(data: dict, device: str, estimator: str = "IQLPolicy"):
     """A function timing ``fit`` with ``n_steps`` gradient steps."""
-    from sk_o2o import IQLPolicy
+    import sk_o2o
 
     def run(n_steps):
-        policy = IQLPolicy(
+        policy = getattr(sk_o2o, estimator)(
             n_steps=n_steps, batch_size=256, device=device, random_state=0
         )
         start = time.perf_counter()
@@ -93,27 +93,28 @@ def main() -> None:
     args = parser.parse_args()
     data = make_data(args.transitions)
     runners = {
-        "sk_o2o": sk_o2o_runner(data, args.device),
-        "d3rlpy": d3rlpy_runner(data, args.device),
+        "sk_o2o_iql": sk_o2o_runner(data, args.device),
+        "sk_o2o_famo2o": sk_o2o_runner(data, args.device, "FamO2OPolicy"),
+        "d3rlpy_iql": d3rlpy_runner(data, args.device),
     }
     for run in runners.values():
         run(50)  # warm-up
-    # Alternate the two so that a slow spell of a shared machine hits both; report
+    # Alternate the runners so that a slow spell of a shared machine hits all; report
     # the median of the repeats.
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.repeats):
         for name, run in runners.items():
             rates[name].append(steps_per_second(run, args.steps))
-    ours, theirs = (float(np.median(rates[name])) for name in runners)
+    median = {name: float(np.median(r)) for name, r in rates.items()}
     result = {
         "device": args.device,
         "machine": f"{platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} torch threads",
         "steps": args.steps,
         "repeats": args.repeats,
-        "sk_o2o_steps_per_s": round(ours, 1),
-        "d3rlpy_steps_per_s": round(theirs, 1),
-        "ratio": round(ours / theirs, 2),
+        **{f"{name}_steps_per_s": round(v, 1) for name, v in median.items()},
+        "ratio_iql": round(median["sk_o2o_iql"] / median["d3rlpy_iql"], 2),
+        "ratio_famo2o": round(median["sk_o2o_famo2o"] / median["d3rlpy_iql"], 2),
     }
     print(json.dumps(result, indent=2))
 
