@@ -1,0 +1,180 @@
+"""Offline → online returns: FamO2O vs fixed-β IQL (ours) vs d3rlpy's IQL.
+
+For each dataset and seed, every agent trains ``--offline-steps`` gradient steps
+on the dataset, is evaluated, then fine-tunes ``--online-steps`` environment steps
+(one update per step) and is evaluated every ``--eval-interval`` steps. Prints a
+table of D4RL-normalised returns (mean ± std over seeds) after the offline and the
+online phase, and writes learning curves to ``--out``.
+
+Datasets are names for :func:`sk_o2o.datasets.load_dataset`: the shipped Pendulum
+ones, or MuJoCo ones built with ``python -m sk_o2o.datasets.builder``, e.g.
+
+    python benchmarks/famo2o_returns.py --datasets hopper-medium-v0 \\
+        hopper-medium-replay-v0 --seeds 0 1 2 --offline-steps 100000 \\
+        --online-steps 100000 --eval-interval 10000
+
+d3rlpy's IQL gets the same preprocessing as ours (standardised observations,
+rewards scaled by 1000 / return range, actions min-max scaled) and fine-tunes
+through its own ``fit_online`` with the offline data in its buffer. It keeps its
+default 256-256 networks: ``--hidden`` sets ours only, so keep the default to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sk_o2o import FamO2OPolicy, IQLPolicy
+from sk_o2o.datasets import load_dataset, normalized_score
+from sk_o2o.rl.online import evaluate_policy
+
+AGENTS = ("FamO2O (ours)", "IQL (ours)", "IQL (d3rlpy)")
+
+
+def run_ours(policy, data, args, seed: int) -> list[tuple[int, float]]:
+    env = str(data.env_id)
+    policy.fit(data)
+    curve = [(0, evaluate_policy(policy, env, n_episodes=args.episodes, seed=seed))]
+    policy.fit_online(
+        env,
+        args.online_steps,
+        eval_interval=args.eval_interval,
+        n_eval_episodes=args.episodes,
+        seed=seed,
+    )
+    curve += [
+        (h["env_step"], h["eval_return"])
+        for h in policy.history_
+        if h["phase"] == "online_eval"
+    ]
+    return [(step, float(np.mean(r))) for step, r in curve]
+
+
+def run_d3rlpy(data, args, seed: int) -> list[tuple[int, float]]:
+    import d3rlpy
+    import gymnasium
+
+    d3rlpy.seed(seed)
+    env_id = str(data.env_id)
+    dataset = d3rlpy.dataset.MDPDataset(
+        data.observations,
+        data.actions,
+        data.rewards,
+        data.terminals,
+        timeouts=data.timeouts,
+    )
+    iql = d3rlpy.algos.IQLConfig(
+        observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(),
+        action_scaler=d3rlpy.preprocessing.MinMaxActionScaler(),
+        reward_scaler=d3rlpy.preprocessing.ReturnBasedRewardScaler(multiplier=1000.0),
+        batch_size=256,
+    ).create(device="cpu:0")
+    quiet = {
+        "show_progress": False,
+        "logger_adapter": d3rlpy.logging.NoopAdapterFactory(),
+    }
+    iql.fit(
+        dataset,
+        n_steps=args.offline_steps,
+        n_steps_per_epoch=args.offline_steps,
+        **quiet,
+    )
+    curve = [(0, evaluate_policy(iql, env_id, n_episodes=args.episodes, seed=seed))]
+    env = gymnasium.make(env_id)
+    done = 0
+    while done < args.online_steps:  # fine-tune in evaluation-sized chunks
+        chunk = min(args.eval_interval, args.online_steps - done)
+        iql.fit_online(
+            env,
+            buffer=dataset,
+            n_steps=chunk,
+            n_steps_per_epoch=chunk,
+            random_steps=0,
+            **quiet,
+        )
+        done += chunk
+        curve.append(
+            (done, evaluate_policy(iql, env_id, n_episodes=args.episodes, seed=seed))
+        )
+    return [(step, float(np.mean(r))) for step, r in curve]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["pendulum-medium-v0"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--offline-steps", type=int, default=2000)
+    parser.add_argument("--online-steps", type=int, default=2000)
+    parser.add_argument("--eval-interval", type=int, default=1000)
+    parser.add_argument("--episodes", type=int, default=5)
+    parser.add_argument("--hidden", nargs="+", type=int, default=[256, 256])
+    parser.add_argument("--out", type=Path, default=Path("benchmark_output"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    results: dict = {}
+    for name in args.datasets:
+        data = load_dataset(name)
+        for seed in args.seeds:
+            common = {
+                "n_steps": args.offline_steps,
+                "hidden_sizes": tuple(args.hidden),
+                "random_state": seed,
+            }
+            curves = {
+                AGENTS[0]: run_ours(FamO2OPolicy(**common), data, args, seed),
+                AGENTS[1]: run_ours(IQLPolicy(**common), data, args, seed),
+                AGENTS[2]: run_d3rlpy(data, args, seed),
+            }
+            for agent, curve in curves.items():
+                normalised = [
+                    (step, normalized_score(r, data.ref_min_score, data.ref_max_score))
+                    for step, r in curve
+                ]
+                results.setdefault(name, {}).setdefault(agent, []).append(normalised)
+                print(f"{name} seed {seed} {agent}: {normalised}", flush=True)
+    (args.out / "famo2o_returns.json").write_text(json.dumps(results, indent=1))
+
+    print(f"\nD4RL-normalised return, mean ± std over seeds {args.seeds}")
+    print(f"{'dataset':28s}{'agent':16s}{'after offline':>18s}{'after online':>18s}")
+    for name, agents in results.items():
+        for agent, runs in agents.items():
+            offline = np.array([run[0][1] for run in runs])
+            online = np.array([run[-1][1] for run in runs])
+            print(
+                f"{name:28s}{agent:16s}"
+                f"{offline.mean():10.1f} ± {offline.std():5.1f}"
+                f"{online.mean():10.1f} ± {online.std():5.1f}"
+            )
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    for name, agents in results.items():
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for agent, runs in agents.items():
+            steps = [s for s, _ in runs[0]]
+            values = np.array([[v for _, v in run] for run in runs])
+            ax.plot(steps, values.mean(0), marker="o", label=agent)
+            ax.fill_between(
+                steps,
+                values.mean(0) - values.std(0),
+                values.mean(0) + values.std(0),
+                alpha=0.2,
+            )
+        ax.set(
+            xlabel="online environment steps", ylabel="normalised return", title=name
+        )
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.out / f"{name}.png", dpi=100)
+
+
+if __name__ == "__main__":
+    main()
