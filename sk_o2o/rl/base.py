@@ -282,11 +282,7 @@ class BaseRLPolicy(TorchEstimator):
                 f"y has {len(actions)} actions but X has {len(obs)} observations."
             )
         actions = actions.reshape(len(obs), -1)
-        if actions.shape[1] != self.action_dim_:
-            raise ValueError(
-                f"y has {actions.shape[1]} action dimensions, but the policy was "
-                f"fitted with {self.action_dim_}."
-            )
+        self._check_action_dim(actions)
         check_finite(actions, "y")
         act = self._to_device(self.action_scaler_.transform(actions))
         return self._q_values(obs, act)
@@ -328,7 +324,7 @@ class BaseRLPolicy(TorchEstimator):
         self, X, y, rewards, next_observations, terminals, timeouts, *, reset: bool
     ) -> Transitions:
         X = to_numpy(X)
-        if isinstance(X, np.ndarray) or not is_dataset(X):
+        if not is_dataset(X):
             X = validate_data(
                 self, X, reset=reset, dtype=np.float32, ensure_all_finite=False
             )
@@ -365,14 +361,18 @@ class BaseRLPolicy(TorchEstimator):
                 f"X has {obs_dim} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input."
             )
-        if not reset and data.actions.shape[1] != self.action_dim_:
-            raise ValueError(
-                f"y has {data.actions.shape[1]} action dimensions, but the policy "
-                f"was fitted with {self.action_dim_}."
-            )
+        if not reset:
+            self._check_action_dim(data.actions)
         if reset:
             self.actions_1d_ = y is not None and np.asarray(to_numpy(y)).ndim == 1
         return data
+
+    def _check_action_dim(self, actions: np.ndarray) -> None:
+        if actions.shape[1] != self.action_dim_:
+            raise ValueError(
+                f"y has {actions.shape[1]} action dimensions, but the policy was "
+                f"fitted with {self.action_dim_}."
+            )
 
     def _initialise(self, data: Transitions) -> None:
         device = resolve_device(self.device)
