@@ -1,0 +1,499 @@
+"""What every unlearner shares: the wrapped classifier, validation, records.
+
+An unlearner is a scikit-learn classifier around a :class:`skorch.NeuralNetClassifier`:
+``fit`` trains a clone of it, ``predict``/``predict_proba`` use it, and ``unlearn``
+/ ``unlearn_classes`` validate the forget (and retain) data, run the subclass's
+method on the trained module in place and append a record to
+``unlearning_history_``. Subclasses implement ``_unlearn`` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import ClassifierMixin, clone
+from sklearn.utils import column_or_1d
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from skorch import NeuralNetClassifier
+from torch import nn
+
+from sk_o2o._base import (
+    TorchEstimator,
+    progress_bar,
+    resolve_device,
+    seed_from_random_state,
+    torch_seed_context,
+)
+from sk_o2o.data.transitions import check_finite, to_numpy
+from sk_o2o.unlearning.networks import (
+    MLPClassifierModule,
+    log_probabilities,
+    make_classifier_net,
+)
+
+__all__ = ["BaseUnlearner", "UnlearningData", "unlearn_pipeline"]
+
+_COMMON_CONSTRAINTS: dict[str, list] = {
+    "estimator": [None, NeuralNetClassifier, nn.Module],
+    "device": [str, torch.device],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}
+
+
+@dataclass(frozen=True)
+class UnlearningData:
+    """Validated unlearning inputs: float32 rows and encoded labels (0..K−1).
+
+    ``keep`` is a boolean mask over the classes still to be predicted: all of them
+    when samples are forgotten, all but the forgotten ones when whole classes are.
+    """
+
+    X_forget: np.ndarray
+    y_forget: np.ndarray | None
+    X_retain: np.ndarray | None
+    y_retain: np.ndarray | None
+    keep: np.ndarray
+    classes: list | None = None  # the forgotten classes, in the user's labels
+
+
+class BaseUnlearner(ClassifierMixin, TorchEstimator):
+    """Base class of the unlearners: a torch classifier that can forget.
+
+    Fitted attributes common to all subclasses: ``estimator_`` (the trained
+    :class:`skorch.NeuralNetClassifier`), ``classes_``, ``n_features_in_``,
+    ``history_`` (the training epochs), ``unlearning_history_`` (one record per
+    ``unlearn`` call), ``device_``.
+    """
+
+    _parameter_constraints: ClassVar[dict] = _COMMON_CONSTRAINTS
+    # What a method needs besides the forget rows; checked before anything runs.
+    _needs_forget_labels: ClassVar[bool] = False
+    _needs_retain: ClassVar[bool] = False
+
+    # ------------------------------------------------------------------ to override
+    def _unlearn(self, data: UnlearningData) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ sklearn API
+    def fit(self, X, y):
+        """Train a clone of ``estimator`` (or the built-in MLP) on ``X, y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Class labels (any hashable values).
+
+        Returns
+        -------
+        self : object
+        """
+        with self._restore_on_error():
+            self._validate_params()
+            X, y = validate_data(self, to_numpy(X), to_numpy(y), dtype=np.float32)
+            check_classification_targets(y)
+            classes, y_encoded = np.unique(y, return_inverse=True)
+            if len(classes) < 2:
+                raise ValueError(
+                    f"y holds 1 class ({classes[0]!r}); a classifier needs at "
+                    "least two."
+                )
+            self.classes_ = classes
+            self.device_ = resolve_device(self.device)
+            seed = seed_from_random_state(self.random_state)
+            self.estimator_ = self._fitted_net(X, y_encoded, seed)
+            self.generator_ = torch.Generator().manual_seed(seed)
+            self.history_ = _epochs(self.estimator_)
+            self.unlearning_history_: list[dict[str, Any]] = []
+        return self
+
+    def partial_fit(self, X, y, classes=None):
+        """One more epoch of training on ``X, y`` (the first call initialises).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like, optional
+            All the classes; required on the first call, as in scikit-learn.
+
+        Returns
+        -------
+        self : object
+        """
+        with self._restore_on_error():
+            first_call = not hasattr(self, "estimator_")
+            if first_call:
+                self._validate_params()
+                if classes is None:
+                    raise ValueError(
+                        "classes must be passed on the first call to partial_fit."
+                    )
+            X, y = validate_data(
+                self, to_numpy(X), to_numpy(y), dtype=np.float32, reset=first_call
+            )
+            if first_call:
+                self.classes_ = np.unique(column_or_1d(to_numpy(classes)))
+                if len(self.classes_) < 2:
+                    raise ValueError("classes must hold at least two classes.")
+                self.device_ = resolve_device(self.device)
+                seed = seed_from_random_state(self.random_state)
+                self.generator_ = torch.Generator().manual_seed(seed)
+                with torch_seed_context(seed):
+                    self.estimator_ = self._new_net().initialize()
+                self.history_ = []
+                self.unlearning_history_ = []
+            y_encoded = self._encode(y, "y")
+            seed = int(torch.randint(2**31 - 1, (), generator=self.generator_))
+            with torch_seed_context(seed):
+                self.estimator_.partial_fit(X, y_encoded, epochs=1)
+            self.history_ = _epochs(self.estimator_)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, to_numpy(X), reset=False, dtype=np.float32)
+        with torch.no_grad():
+            output = self.estimator_.forward(X, training=False, device="cpu")
+            log_probs = log_probabilities(self.estimator_, output)
+        return torch.softmax(log_probs.double(), dim=-1).numpy()
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
+
+    def unlearn(self, X_forget, y_forget=None, *, X_retain=None, y_retain=None):
+        """Forget the samples ``X_forget`` (and their labels ``y_forget``).
+
+        Parameters
+        ----------
+        X_forget : array-like of shape (n_forget, n_features)
+            The samples to forget, usually rows of the training data.
+        y_forget : array-like of shape (n_forget,), optional
+            Their labels; needed by the methods that use them.
+        X_retain, y_retain : array-like, optional
+            Training data to keep, for the methods that use it; FAMR does not.
+
+        Returns
+        -------
+        self : object
+        """
+        check_is_fitted(self)
+        X_f = self._check_rows(X_forget, "X_forget")
+        y_f = None
+        if y_forget is not None:
+            y_f = self._encode(
+                self._check_labels(y_forget, X_f, "y_forget"), "y_forget"
+            )
+        data = UnlearningData(
+            X_f, y_f, *self._retain(X_retain, y_retain), keep=self._all_classes()
+        )
+        return self._run(data)
+
+    def unlearn_classes(self, classes, X, y):
+        """Forget whole classes.
+
+        The rows of ``X`` labelled with one of ``classes`` are the forget set, the
+        other rows the retain set (for the methods that use one). Pass the
+        training data, or, for FAMR, just the samples of those classes. Where a
+        method aims at a uniform or random prediction, it uses the classes that
+        remain: a model retrained without a class never predicts it.
+
+        Parameters
+        ----------
+        classes : label or array-like of labels
+            Classes to forget, among ``classes_``; not all of them.
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self : object
+        """
+        check_is_fitted(self)
+        forgotten = np.unique(column_or_1d(np.atleast_1d(to_numpy(classes))))
+        unknown = forgotten[~np.isin(forgotten, self.classes_)]
+        if len(unknown):
+            raise ValueError(
+                f"classes holds {unknown.tolist()!r}, not among the fitted "
+                f"classes_ {self.classes_.tolist()!r}."
+            )
+        if len(forgotten) >= len(self.classes_):
+            raise ValueError("classes names every class: nothing would remain.")
+        X = self._check_rows(X, "X")
+        y = self._check_labels(y, X, "y")
+        y_encoded = self._encode(y, "y")
+        in_forget = np.isin(y, forgotten)
+        if not in_forget.any():
+            raise ValueError(
+                f"X, y hold no sample of the classes {forgotten.tolist()!r}."
+            )
+        keep = ~np.isin(self.classes_, forgotten)
+        retained = ~in_forget
+        data = UnlearningData(
+            X[in_forget],
+            y_encoded[in_forget],
+            X[retained] if retained.any() else None,
+            y_encoded[retained] if retained.any() else None,
+            keep=keep,
+            classes=forgotten.tolist(),
+        )
+        return self._run(data)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+    # ------------------------------------------------------------------ internals
+    @contextlib.contextmanager
+    def _restore_on_error(self) -> Iterator[None]:
+        """A failed call leaves the estimator, and its trained module, as it was."""
+        saved = self.__dict__.copy()
+        module_state = None
+        if hasattr(self, "estimator_"):
+            module = self.estimator_.module_
+            module_state = copy.deepcopy(module.state_dict())
+        try:
+            yield
+        except BaseException:
+            if module_state is not None:
+                saved["estimator_"].module_.load_state_dict(module_state)
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _run(self, data: UnlearningData):
+        self._validate_params()  # parameters set since fit, used only here
+        missing = []
+        if self._needs_forget_labels and data.y_forget is None:
+            missing.append("y_forget")
+        if self._needs_retain and data.X_retain is None:
+            missing.append("X_retain and y_retain")
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__} needs {' and '.join(missing)}; pass them "
+                "(or use unlearn_classes with the training data)."
+            )
+        with self._restore_on_error():
+            start = time.perf_counter()
+            record = self._unlearn(data)
+            record = {
+                "method": type(self).__name__,
+                "n_forget": len(data.X_forget),
+                "classes": data.classes,
+                **record,
+                "time_s": time.perf_counter() - start,
+            }
+            self.unlearning_history_ = [*self.unlearning_history_, record]
+        return self
+
+    def _new_net(self) -> NeuralNetClassifier:
+        """An unfitted net for this data, on ``device_``, built from ``estimator``."""
+        estimator = self.estimator
+        if estimator is None:
+            net = make_classifier_net()
+        elif isinstance(estimator, nn.Module):
+            net = make_classifier_net(module=copy.deepcopy(estimator))
+        else:
+            net = clone(estimator)
+        if net.module is MLPClassifierModule:  # sized from the data
+            net.set_params(
+                module__n_features=self.n_features_in_,
+                module__n_classes=len(self.classes_),
+            )
+        return net.set_params(device=str(self.device_))
+
+    def _fitted_net(self, X: np.ndarray, y_encoded: np.ndarray, seed: int):
+        net = self._new_net()
+        with torch_seed_context(seed):  # initial weights and batch order
+            net.fit(X, y_encoded)
+        return net
+
+    def _module_log_probs(self):
+        net = self.estimator_
+        return lambda X: log_probabilities(net, net.module_(X))
+
+    def _tensor(self, array: np.ndarray | None, dtype=torch.float32):
+        if array is None:
+            return None
+        return torch.as_tensor(array, dtype=dtype, device=self.device_)
+
+    def _progress(self, total: int):
+        return progress_bar(total, verbose=self.verbose, desc=type(self).__name__)
+
+    def _all_classes(self) -> np.ndarray:
+        return np.ones(len(self.classes_), dtype=bool)
+
+    def _check_rows(self, X, name: str) -> np.ndarray:
+        X = check_array(
+            to_numpy(X),
+            dtype=np.float32,
+            ensure_all_finite=False,
+            ensure_min_samples=0,
+            input_name=name,
+        )
+        if len(X) == 0:
+            raise ValueError(f"{name} is empty: there is nothing to forget.")
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"{name} has {X.shape[1]} features, but {type(self).__name__} "
+                f"was fitted with {self.n_features_in_}."
+            )
+        check_finite(X, name)
+        return X
+
+    @staticmethod
+    def _check_labels(y, X: np.ndarray, name: str) -> np.ndarray:
+        y = column_or_1d(to_numpy(y))
+        if len(y) != len(X):
+            raise ValueError(f"{name} has {len(y)} labels for {len(X)} rows.")
+        return y
+
+    def _encode(self, y: np.ndarray, name: str) -> np.ndarray:
+        y = column_or_1d(y)
+        unknown = np.setdiff1d(y, self.classes_)
+        if len(unknown):
+            raise ValueError(
+                f"{name} holds classes not seen in fit: {unknown[:5].tolist()!r}."
+            )
+        return np.searchsorted(self.classes_, y)
+
+    def _retain(self, X_retain, y_retain):
+        if X_retain is None and y_retain is None:
+            return None, None
+        if X_retain is None or y_retain is None:
+            raise ValueError("X_retain and y_retain must be passed together.")
+        X_r = self._check_rows(X_retain, "X_retain")
+        y_r = self._check_labels(y_retain, X_r, "y_retain")
+        return X_r, self._encode(y_r, "y_retain")
+
+    # ------------------------------------------------------------------ persistence
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if hasattr(self, "estimator_"):  # skorch fell back to the CPU if need be
+            self.device_ = torch.device(self.estimator_.device)
+
+    def _get_state_tensors(self) -> dict[str, torch.Tensor]:
+        state = self.estimator_.module_.state_dict()
+        tensors = {f"module.{k}": v for k, v in state.items()}
+        tensors["generator_state"] = self.generator_.get_state()
+        return tensors
+
+    def _get_json_state(self) -> dict[str, Any]:
+        state = {
+            "n_features_in_": self.n_features_in_,
+            "classes_": self.classes_.tolist(),
+            "classes_dtype": self.classes_.dtype.str,
+            "history_": self.history_,
+            "unlearning_history_": self.unlearning_history_,
+        }
+        if hasattr(self, "feature_names_in_"):
+            state["feature_names_in_"] = list(self.feature_names_in_)
+        return state
+
+    def _set_state(self, state, tensors) -> None:
+        self.n_features_in_ = int(state["n_features_in_"])
+        self.classes_ = np.asarray(state["classes_"], dtype=state["classes_dtype"])
+        self.device_ = resolve_device(self.device, fallback_to_cpu=True)
+        net = self._new_net().initialize()
+        net.module_.load_state_dict(
+            {k[7:]: v for k, v in tensors.items() if k.startswith("module.")}
+        )
+        self.estimator_ = net
+        self.generator_ = torch.Generator()
+        self.generator_.set_state(tensors["generator_state"])
+        self.history_ = list(state["history_"])
+        self.unlearning_history_ = list(state["unlearning_history_"])
+        if "feature_names_in_" in state:
+            self.feature_names_in_ = np.asarray(
+                state["feature_names_in_"], dtype=object
+            )
+
+
+def _epochs(net: NeuralNetClassifier) -> list[dict[str, Any]]:
+    """skorch's history as plain dicts, without the per-batch records."""
+    return [{k: v for k, v in epoch.items() if k != "batches"} for epoch in net.history]
+
+
+def unlearn_pipeline(
+    pipeline, X, y=None, *, classes=None, X_retain=None, y_retain=None
+):
+    """Unlearn with the last step of a fitted :class:`~sklearn.pipeline.Pipeline`.
+
+    The data go through the preceding steps' ``transform`` (fitted, unchanged)
+    before reaching the unlearner, exactly as at predict time.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        Fitted, ending in an unlearner.
+    X, y : array-like
+        The forget set (``unlearn(X, y)``) or, with ``classes``, the data whose
+        rows of those classes are forgotten (``unlearn_classes(classes, X, y)``).
+    classes : label or array-like, optional
+    X_retain, y_retain : array-like, optional
+        Retain data for ``unlearn``, transformed the same way.
+
+    Returns
+    -------
+    pipeline : Pipeline
+        The same pipeline, its last step having forgotten.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sk_o2o.unlearning import FAMRUnlearner, unlearn_pipeline
+    >>> X, y = load_digits(return_X_y=True)
+    >>> pipe = make_pipeline(StandardScaler(), FAMRUnlearner(random_state=0))
+    >>> pipe = pipe.fit(X, y)
+    >>> pipe = unlearn_pipeline(pipe, X, y, classes=[3])
+    >>> float((pipe.predict(X[y == 3]) == 3).mean()) < 0.1
+    True
+    """
+    check_is_fitted(pipeline)
+    head, unlearner = pipeline[:-1], pipeline[-1]
+
+    def transform(data):
+        return None if data is None else head.transform(data)
+
+    if classes is not None:
+        if y is None:
+            raise ValueError("unlearning classes needs y, the labels of X.")
+        unlearner.unlearn_classes(classes, transform(X), y)
+    else:
+        unlearner.unlearn(
+            transform(X), y, X_retain=transform(X_retain), y_retain=y_retain
+        )
+    return pipeline

@@ -1,0 +1,157 @@
+"""How well a model forgot: accuracies on the three sets and membership inference.
+
+Work with any fitted classifier that has ``predict_proba`` and ``classes_`` (an
+unlearner, or a Pipeline ending in one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils import check_random_state
+
+__all__ = ["evaluate_unlearning", "membership_inference_score", "mia_features"]
+
+_FEATURES = ("entropy", "loss")
+
+
+def mia_features(estimator, X, y=None, *, feature: str = "entropy") -> np.ndarray:
+    """The per-sample signal a membership-inference attacker sees.
+
+    Parameters
+    ----------
+    estimator : fitted classifier with ``predict_proba`` and ``classes_``
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,), optional
+        Labels, needed for ``feature="loss"``.
+    feature : {"entropy", "loss"}, default="entropy"
+        Entropy of the predicted distribution, or cross-entropy of the label.
+
+    Returns
+    -------
+    values : ndarray of shape (n_samples,)
+    """
+    if feature not in _FEATURES:
+        raise ValueError(f"feature must be one of {_FEATURES}, got {feature!r}.")
+    proba = np.clip(estimator.predict_proba(X), 1e-12, 1.0)
+    if feature == "entropy":
+        return -(proba * np.log(proba)).sum(axis=1)
+    if y is None:
+        raise ValueError('feature="loss" needs the labels y.')
+    index = np.searchsorted(estimator.classes_, np.asarray(y))
+    return -np.log(proba[np.arange(len(proba)), index])
+
+
+def membership_inference_score(
+    estimator,
+    X_retain,
+    y_retain,
+    X_test,
+    y_test,
+    X_forget,
+    y_forget=None,
+    *,
+    feature: str = "entropy",
+    random_state=None,
+) -> float:
+    """Fraction of the forget set that a membership-inference attack calls members.
+
+    A logistic regression learns, from one feature per sample (see
+    :func:`mia_features`), to tell retain-set training samples (members) from
+    test samples (non-members), on equally many of each; it is then applied to
+    the forget set. A model that truly forgot scores like the model retrained
+    without the forget set, not necessarily 0.
+
+    Parameters
+    ----------
+    estimator : fitted classifier
+    X_retain, y_retain : array-like
+        Training samples the model kept.
+    X_test, y_test : array-like
+        Samples the model never saw.
+    X_forget, y_forget : array-like
+        The forgotten samples (labels needed for ``feature="loss"`` only).
+    feature : {"entropy", "loss"}, default="entropy"
+    random_state : int, RandomState instance or None, default=None
+        Which members or non-members are dropped to balance the two.
+
+    Returns
+    -------
+    score : float in [0, 1]
+    """
+    rng = check_random_state(random_state)
+    members = mia_features(estimator, X_retain, y_retain, feature=feature)
+    non_members = mia_features(estimator, X_test, y_test, feature=feature)
+    n = min(len(members), len(non_members))
+    members = members[rng.permutation(len(members))[:n]]
+    non_members = non_members[rng.permutation(len(non_members))[:n]]
+    attacker = LogisticRegression().fit(
+        np.concatenate([members, non_members])[:, None],
+        np.r_[np.ones(n), np.zeros(n)],
+    )
+    forget = mia_features(estimator, X_forget, y_forget, feature=feature)
+    return float(attacker.predict(forget[:, None]).mean())
+
+
+def evaluate_unlearning(
+    estimator,
+    forget: tuple,
+    retain: tuple,
+    test: tuple,
+    *,
+    feature: str = "entropy",
+    random_state=0,
+) -> dict[str, Any]:
+    """Forget, retain and test accuracy and the membership-inference score.
+
+    Parameters
+    ----------
+    estimator : fitted classifier
+    forget, retain, test : (X, y) pairs
+    feature : {"entropy", "loss"}, default="entropy"
+        Signal of the membership-inference attack.
+    random_state : int, RandomState instance or None, default=0
+
+    Returns
+    -------
+    report : dict
+        ``forget_accuracy``, ``retain_accuracy``, ``test_accuracy``, ``mia``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.model_selection import train_test_split
+    >>> from sk_o2o.unlearning import FAMRUnlearner, evaluate_unlearning
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X_train, X_test, y_train, y_test = train_test_split(
+    ...     X / 16.0, y, random_state=0)
+    >>> model = FAMRUnlearner(random_state=0).fit(X_train, y_train)
+    >>> forget = y_train == 3
+    >>> model = model.unlearn_classes([3], X_train, y_train)
+    >>> report = evaluate_unlearning(
+    ...     model, (X_train[forget], y_train[forget]),
+    ...     (X_train[~forget], y_train[~forget]), (X_test, y_test))
+    >>> sorted(report)
+    ['forget_accuracy', 'mia', 'retain_accuracy', 'test_accuracy']
+    >>> report["forget_accuracy"] < 0.1
+    True
+    """
+    (X_f, y_f), (X_r, y_r), (X_t, y_t) = forget, retain, test
+    return {
+        "forget_accuracy": float(estimator.score(X_f, y_f)),
+        "retain_accuracy": float(estimator.score(X_r, y_r)),
+        "test_accuracy": float(estimator.score(X_t, y_t)),
+        "mia": membership_inference_score(
+            estimator,
+            X_r,
+            y_r,
+            X_t,
+            y_t,
+            X_f,
+            y_f,
+            feature=feature,
+            random_state=random_state,
+        ),
+    }
