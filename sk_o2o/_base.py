@@ -222,8 +222,11 @@ def _from_json(obj: Any) -> Any:
 
 def _registry() -> dict[str, type[TorchEstimator]]:
     from sk_o2o.rl.estimators import FamO2OPolicy, IQLPolicy, TD3BCPolicy
+    from sk_o2o.unlearning import estimators as unlearners
 
-    return {cls.__name__: cls for cls in (FamO2OPolicy, IQLPolicy, TD3BCPolicy)}
+    classes = [FamO2OPolicy, IQLPolicy, TD3BCPolicy]
+    classes += [getattr(unlearners, name) for name in unlearners.__all__]
+    return {cls.__name__: cls for cls in classes}
 
 
 def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimator:

@@ -7,16 +7,8 @@ health check.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-import torch
-
-# The tests train tiny networks: one intra-op thread is faster than several, and
-# on a busy machine several threads oversubscribe the cores (20x slower here).
-if "OMP_NUM_THREADS" not in os.environ:
-    torch.set_num_threads(1)
 
 # Settings that keep every training test fast on a small shared CPU machine.
 TINY = {

@@ -128,7 +128,7 @@ def check_finite(values: np.ndarray, name: str) -> None:
         bad = np.flatnonzero(~finite.reshape(len(values), -1).all(axis=1))[0]
         raise ValueError(
             f"{name} contains NaN, infinity or a value too large for float32 "
-            f"(first at index {bad}); remove or impute those transitions."
+            f"(first at index {bad}); remove or impute those rows."
         )
 
 

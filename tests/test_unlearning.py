@@ -1,0 +1,460 @@
+"""Unlearning: FAMR's objective and solver, the estimators' behaviour and errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.datasets import load_digits, make_blobs
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
+from torch import nn
+
+import sk_o2o
+from sk_o2o.unlearning import (
+    FAMRUnlearner,
+    FinetuneUnlearner,
+    MLPClassifierModule,
+    NegGradUnlearner,
+    RandomLabelUnlearner,
+    RetrainUnlearner,
+    SSDUnlearner,
+    evaluate_unlearning,
+    make_classifier_net,
+    membership_inference_score,
+    unlearn_pipeline,
+)
+from sk_o2o.unlearning import famr as famr_module
+from sk_o2o.unlearning.baselines import random_wrong_labels
+from sk_o2o.unlearning.famr import AdamState, anchored_adam_step, uniform_kl
+
+BASELINES = [
+    RetrainUnlearner,
+    FinetuneUnlearner,
+    NegGradUnlearner,
+    RandomLabelUnlearner,
+    SSDUnlearner,
+]
+
+
+def small_net(**params):
+    """A fast net for tests: 16 hidden units, few epochs, large steps."""
+    defaults = {"max_epochs": 15, "lr": 1e-2, "batch_size": 32}
+    return make_classifier_net(module__hidden_sizes=(16,), **{**defaults, **params})
+
+
+def blobs(n=120, n_features=4, n_classes=3, seed=0):
+    X, y = make_blobs(
+        n_samples=n, n_features=n_features, centers=n_classes, random_state=seed
+    )
+    return StandardScaler().fit_transform(X).astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A FAMRUnlearner fitted on blobs. Do not mutate: copy it."""
+    X, y = blobs()
+    return FAMRUnlearner(small_net(), device="cpu", random_state=0).fit(X, y), X, y
+
+
+def copy_of(model):
+    return pickle.loads(pickle.dumps(model))
+
+
+def weights(model) -> torch.Tensor:
+    return torch.cat(
+        [p.detach().flatten() for p in model.estimator_.module_.parameters()]
+    )
+
+
+# --------------------------------------------------------------------------- the objective
+def test_uniform_kl_is_zero_only_at_the_uniform_prediction():
+    uniform = torch.log_softmax(torch.zeros(3, 5), -1)
+    peaked = torch.log_softmax(torch.tensor([[4.0, 0, 0, 0, 0]]), -1)
+    assert torch.allclose(uniform_kl(uniform), torch.zeros(3), atol=1e-6)
+    assert float(uniform_kl(peaked)) > 0.5
+    # Restricted to classes 1..4, a prediction uniform over them and (almost)
+    # nothing on class 0 is optimal; the plain uniform one is not.
+    keep = torch.tensor([False, True, True, True, True])
+    near = torch.log_softmax(torch.tensor([[-30.0, 0, 0, 0, 0]]), -1)
+    assert float(uniform_kl(near, keep)) < 1e-6
+    assert float(uniform_kl(uniform[:1], keep)) > 0.1  # log(5/4)
+
+
+def test_anchored_step_without_anchor_is_torch_adam():
+    torch.manual_seed(0)
+    theta = [torch.randn(4, 3), torch.randn(3)]
+    ours = [t.clone() for t in theta]
+    reference = [nn.Parameter(t.clone()) for t in theta]
+    adam = torch.optim.Adam(reference, lr=0.01)
+    state = AdamState.zeros_like(ours)
+    for _ in range(5):
+        grads = [torch.randn_like(t) for t in theta]
+        anchored_adam_step(ours, grads, theta, state, lr=0.01, anchor_strength=0.0)
+        for p, g in zip(reference, grads, strict=True):
+            p.grad = g.clone()
+        adam.step()
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b.detach())
+
+
+@settings(deadline=None, max_examples=25)
+@given(st.floats(0.5, 1e3), st.integers(1, 20))
+def test_anchored_step_is_stable_and_converges_to_the_prox_fixed_point(lam, n_steps):
+    # F(θ) = g·θ (a constant gradient): the minimiser of F + λ/2‖θ − θ₀‖² is
+    # θ₀ − g/λ, whatever λ, and the iterates never leave the segment to it.
+    g = torch.tensor([1.0, -2.0, 0.5])
+    anchor = torch.zeros(3)
+    theta = [anchor.clone()]
+    state = AdamState.zeros_like(theta)
+    for _ in range(n_steps):
+        anchored_adam_step(theta, [g], [anchor], state, lr=0.1, anchor_strength=lam)
+        assert torch.all(torch.isfinite(theta[0]))
+        assert torch.all(theta[0] * -g.sign() >= -1e-6)  # moves against g only
+    for _ in range(1500):
+        anchored_adam_step(theta, [g], [anchor], state, lr=0.1, anchor_strength=lam)
+    torch.testing.assert_close(theta[0], anchor - g / lam, rtol=1e-3, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- FAMR behaviour
+def test_a_very_large_anchor_keeps_the_weights(fitted):
+    model, X, y = fitted
+    model = copy_of(model).set_params(anchor_strength=1e8, lr=1e-2)
+    before, proba = weights(model), model.predict_proba(X)
+    model.unlearn(X[y == 0])
+    record = model.unlearning_history_[-1]
+    assert record["parameter_distance"] < 1e-5
+    assert float((weights(model) - before).norm()) < 1e-5
+    np.testing.assert_allclose(model.predict_proba(X), proba, atol=1e-5)
+
+
+def test_a_small_anchor_makes_the_forget_set_uniform(fitted):
+    model, X, _y = fitted
+    model = copy_of(model).set_params(anchor_strength=1e-4, lr=1e-2, n_steps=300)
+    forget = X[:20]
+    assert model.predict_proba(forget).max(1).mean() > 0.9
+    model.unlearn(forget)
+    proba = model.predict_proba(forget)
+    np.testing.assert_allclose(proba, 1 / 3, atol=0.05)
+    record = model.unlearning_history_[-1]
+    assert record["forget_loss"] < 0.01 < record["forget_loss_initial"]
+    assert record["forget_loss_curve"][0] > record["forget_loss_curve"][-1]
+
+
+def test_forgetting_varies_monotonically_with_the_anchor(fitted):
+    model, X, y = fitted
+    distances, losses = [], []
+    for lam in (0.01, 1.0, 100.0):
+        m = copy_of(model).set_params(anchor_strength=lam, lr=1e-2, n_steps=200)
+        record = m.unlearn(X[y == 1]).unlearning_history_[-1]
+        distances.append(record["parameter_distance"])
+        losses.append(record["forget_loss"])
+        assert record["parameter_distance"] <= record["distance_bound"] * 1.01
+    assert distances == sorted(distances, reverse=True)
+    assert losses == sorted(losses)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.3, random_state=0, stratify=y
+    )
+    scaler = StandardScaler().fit(X_train)
+    return scaler.transform(X_train), scaler.transform(X_test), y_train, y_test
+
+
+def test_famr_forgets_a_digit_and_keeps_the_others(digits):
+    X_train, X_test, y_train, y_test = digits
+    model = FAMRUnlearner(device="cpu", random_state=0).fit(X_train, y_train)
+    other = y_test != 3
+    before = model.score(X_test[other], y_test[other])
+    assert model.score(X_test[~other], y_test[~other]) > 0.9
+
+    model.unlearn_classes([3], X_train, y_train)
+
+    # Chance is 1/10: the forgotten digit is now (almost) never predicted.
+    assert model.score(X_train[y_train == 3], y_train[y_train == 3]) <= 0.1
+    assert model.score(X_test[~other], y_test[~other]) <= 0.1
+    assert model.score(X_test[other], y_test[other]) >= before - 0.04
+    record = model.unlearning_history_[-1]
+    assert record["classes"] == [3]
+    assert record["n_forget"] == int((y_train == 3).sum())
+    assert record["method"] == "FAMRUnlearner"
+
+
+def test_retraining_never_predicts_a_forgotten_class(digits):
+    X_train, X_test, y_train, y_test = digits
+    model = RetrainUnlearner(small_net(), device="cpu", random_state=0)
+    model.fit(X_train, y_train).unlearn_classes([5], X_train, y_train)
+    assert 5 not in set(model.predict(X_test))
+    assert model.score(X_test[y_test != 5], y_test[y_test != 5]) > 0.9
+
+
+@pytest.mark.parametrize("cls", BASELINES)
+def test_every_baseline_changes_the_model(cls, fitted):
+    _model, X, y = fitted
+    unlearner = cls(small_net(), device="cpu", random_state=0)
+    if cls is SSDUnlearner:
+        unlearner.set_params(selection_weight=1.0)
+    unlearner.fit(X, y)
+    before = weights(unlearner)
+    unlearner.unlearn_classes([0], X, y)
+    assert not torch.equal(weights(unlearner), before)
+    assert unlearner.unlearning_history_[-1]["method"] == cls.__name__
+
+
+@given(
+    n_classes=st.integers(2, 6),
+    allowed_mask=st.integers(0, 2**6 - 1),
+    seed=st.integers(0, 10_000),
+)
+def test_random_wrong_labels_are_allowed_and_wrong(n_classes, allowed_mask, seed):
+    allowed = torch.tensor([bool(allowed_mask >> k & 1) for k in range(n_classes)])
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(n_classes, (50,), generator=generator)
+    can_draw = allowed.sum() - allowed[labels].long() >= 1
+    if not bool(can_draw.all()):
+        return
+    drawn = random_wrong_labels(labels, 50, allowed, generator)
+    assert bool(allowed[drawn].all())
+    assert bool((drawn != labels).all())
+
+
+# --------------------------------------------------------------------------- invariants
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n_features=st.integers(1, 6),
+    n_classes=st.integers(2, 4),
+    n_forget=st.integers(1, 30),
+    seed=st.integers(0, 1000),
+)
+def test_shapes_probabilities_and_determinism(n_features, n_classes, n_forget, seed):
+    X, y = blobs(n=60, n_features=n_features, n_classes=n_classes, seed=seed)
+    labels = np.array(["a", "b", "c", "d"])[y]  # any label type
+    runs = []
+    for _ in range(2):
+        model = FAMRUnlearner(
+            small_net(max_epochs=3), n_steps=5, device="cpu", random_state=seed
+        )
+        model.fit(X, labels).unlearn(X[:n_forget], labels[:n_forget])
+        runs.append(model.predict_proba(X))
+    proba = runs[0]
+    assert proba.shape == (60, n_classes)
+    assert np.all(proba >= 0)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-9)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert set(model.predict(X)) <= set(labels)
+    assert model.n_features_in_ == n_features
+    assert list(model.classes_) == sorted(set(labels))
+
+
+def test_clone_pickle_and_safe_save_round_trips(fitted, tmp_path):
+    model, X, y = fitted
+    model = copy_of(model).unlearn(X[:5])
+    assert clone(model).get_params()["anchor_strength"] == model.anchor_strength
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
+
+    default = FAMRUnlearner(n_steps=5, device="cpu", random_state=0).fit(X, y)
+    default.unlearn(X[:5])
+    default.save(tmp_path / "famr.safetensors")
+    loaded = sk_o2o.load(tmp_path / "famr.safetensors")
+    assert isinstance(loaded, FAMRUnlearner)
+    np.testing.assert_allclose(loaded.predict_proba(X), default.predict_proba(X))
+    assert loaded.unlearning_history_ == default.unlearning_history_
+    loaded.unlearn(X[5:10])  # and it can go on forgetting
+
+    with pytest.raises(TypeError, match="pickle or joblib"):
+        model.save(tmp_path / "custom.safetensors")  # a user's net: pickle it
+
+
+def test_partial_fit_trains_one_epoch_at_a_time():
+    X, y = blobs()
+    model = FAMRUnlearner(small_net(), device="cpu", random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        model.partial_fit(X, y)
+    model.partial_fit(X, y, classes=[0, 1, 2])
+    assert len(model.history_) == 1
+    before = weights(model)
+    model.partial_fit(X[:30], y[:30])
+    assert len(model.history_) == 2
+    assert not torch.equal(weights(model), before)
+    with pytest.raises(ValueError, match="not seen in fit"):
+        model.partial_fit(X, y + 5)
+
+
+def test_module_and_skorch_estimators():
+    X, y = blobs()
+
+    class Softmax(nn.Module):  # skorch's NLLLoss convention: probabilities out
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, X):
+            return torch.softmax(self.linear(X), -1)
+
+    nll = make_classifier_net(Softmax, criterion=nn.NLLLoss, max_epochs=20, lr=0.05)
+    logits = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    for estimator in (nll, logits):
+        model = FAMRUnlearner(estimator, device="cpu", random_state=0).fit(X, y)
+        assert model.score(X, y) > 0.9
+        model.set_params(anchor_strength=1e-3, lr=0.05, n_steps=200).unlearn(X[y == 2])
+        np.testing.assert_allclose(model.predict_proba(X[y == 2]), 1 / 3, atol=0.1)
+    # fit works on a copy: the user's module is untouched
+    assert logits[0].weight.grad is None
+
+
+def test_unlearning_in_a_pipeline_and_grid_search():
+    X, y = blobs(n_features=3)
+    X = X * 100 + 50  # the scaler matters
+    famr = FAMRUnlearner(small_net(), lr=1e-2, device="cpu", random_state=0)
+    pipe = make_pipeline(StandardScaler(), famr).fit(X, y)
+    assert (pipe.predict(X[y == 1]) == 1).mean() > 0.9
+    unlearn_pipeline(pipe, X, y, classes=[1])
+    assert (pipe.predict(X[y == 1]) == 1).mean() < 0.1
+    unlearn_pipeline(pipe, X[:5], y[:5])
+    assert len(pipe[-1].unlearning_history_) == 2
+
+    search = GridSearchCV(
+        FAMRUnlearner(small_net(max_epochs=3), device="cpu", random_state=0),
+        {"estimator__lr": [1e-2, 1e-3]},
+        cv=2,
+    ).fit(X / 100, y)
+    assert search.best_params_["estimator__lr"] in (1e-2, 1e-3)
+
+
+def test_membership_inference_score(digits):
+    X_train, X_test, y_train, y_test = digits
+    model = FAMRUnlearner(small_net(), device="cpu", random_state=0).fit(
+        X_train, y_train
+    )
+    forget = y_train == 3
+    for feature in ("entropy", "loss"):
+        score = membership_inference_score(
+            model,
+            X_train[~forget],
+            y_train[~forget],
+            X_test,
+            y_test,
+            X_train[forget],
+            y_train[forget],
+            feature=feature,
+            random_state=0,
+        )
+        assert 0.0 <= score <= 1.0
+    with pytest.raises(ValueError, match="feature must be one of"):
+        membership_inference_score(
+            model, X_train, y_train, X_test, y_test, X_test, feature="margin"
+        )
+    report = evaluate_unlearning(
+        model,
+        (X_train[forget], y_train[forget]),
+        (X_train[~forget], y_train[~forget]),
+        (X_test, y_test),
+    )
+    assert report["forget_accuracy"] > 0.9
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda m, X, y: m.unlearn(X[:, :2]), ValueError, "X_forget has 2 features"),
+        (lambda m, X, y: m.unlearn(X[:0]), ValueError, "X_forget is empty"),
+        (
+            lambda m, X, y: m.unlearn(np.where(X == X[3, 1], np.nan, X)),
+            ValueError,
+            "X_forget contains NaN.*index 3",
+        ),
+        (lambda m, X, y: m.unlearn(X[:5], y[:4]), ValueError, "y_forget has 4"),
+        (lambda m, X, y: m.unlearn(X[:5], y[:5] + 7), ValueError, "y_forget holds"),
+        (lambda m, X, y: m.unlearn(X[:5], X_retain=X), ValueError, "together"),
+        (
+            lambda m, X, y: m.unlearn_classes([9], X, y),
+            ValueError,
+            r"classes holds \[9\]",
+        ),
+        (lambda m, X, y: m.unlearn_classes([0, 1, 2], X, y), ValueError, "every class"),
+        (
+            lambda m, X, y: m.unlearn_classes([0], X[y != 0], y[y != 0]),
+            ValueError,
+            "no sample of the classes",
+        ),
+        (
+            lambda m, X, y: m.set_params(anchor_strength=-1.0).unlearn(X[:5]),
+            InvalidParameterError,
+            "anchor_strength",
+        ),
+        (
+            lambda m, X, y: m.set_params(device="cuda:7").fit(X, y),
+            ValueError,
+            "device='cuda:7'",
+        ),
+    ],
+)
+def test_bad_input_is_refused_and_changes_nothing(fitted, call, error, match):
+    model, X, y = fitted
+    model = copy_of(model)
+    before, n_records = weights(model), len(model.unlearning_history_)
+    with pytest.raises(error, match=match):
+        call(model, X, y)
+    assert torch.equal(weights(model), before)
+    assert len(model.unlearning_history_) == n_records
+
+
+def test_unfitted_and_missing_data_errors():
+    X, y = blobs()
+    with pytest.raises(NotFittedError):
+        FAMRUnlearner().unlearn(X)
+    with pytest.raises(NotFittedError):
+        FAMRUnlearner().predict(X)
+    with pytest.raises(ValueError, match="1 class"):
+        FAMRUnlearner(small_net(), device="cpu").fit(X, np.zeros(len(X)))
+    retrain = RetrainUnlearner(small_net(), device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match="needs X_retain and y_retain"):
+        retrain.unlearn(X[:5], y[:5])
+    neggrad = NegGradUnlearner(small_net(), device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match="needs y_forget"):
+        neggrad.unlearn(X[:5])
+    with pytest.raises(ValueError, match="NegGrad\\+"):
+        neggrad.set_params(retain_weight=0.5).unlearn(X[:5], y[:5])
+
+
+def test_an_interrupted_unlearning_restores_the_model(fitted, monkeypatch):
+    model, X, _y = fitted
+    model = copy_of(model)
+    before = weights(model)
+    calls = {"n": 0}
+    real_step = famr_module.anchored_adam_step
+
+    def failing_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real_step(*args, **kwargs)
+
+    monkeypatch.setattr(famr_module, "anchored_adam_step", failing_step)
+    with pytest.raises(KeyboardInterrupt):
+        model.unlearn(X[:10])
+    assert calls["n"] == 3
+    assert torch.equal(weights(model), before)
+    assert model.unlearning_history_ == []
+
+
+def test_default_module_is_sized_from_the_data():
+    X, y = blobs(n_features=5, n_classes=4)
+    model = FAMRUnlearner(small_net(), device="cpu", random_state=0).fit(X, y)
+    module = model.estimator_.module_
+    assert isinstance(module, MLPClassifierModule)
+    assert module.net[0].in_features == 5
+    assert module.net[-1].out_features == 4
