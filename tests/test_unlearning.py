@@ -458,3 +458,27 @@ def test_default_module_is_sized_from_the_data():
     assert isinstance(module, MLPClassifierModule)
     assert module.net[0].in_features == 5
     assert module.net[-1].out_features == 4
+
+
+def test_a_frozen_trained_net_is_unlearned_without_retraining():
+    from sklearn.frozen import FrozenEstimator
+
+    X, y = blobs()
+    net = small_net(module__n_features=4, module__n_classes=3).fit(X, y)
+    proba = net.predict_proba(X)
+    model = FAMRUnlearner(FrozenEstimator(net), lr=1e-2, random_state=0).fit(X, y)
+    assert model.history_ == [
+        {k: v for k, v in e.items() if k != "batches"} for e in net.history
+    ]
+    np.testing.assert_allclose(model.predict_proba(X), proba, rtol=1e-5)
+    model.unlearn_classes([2], X, y)
+    assert (model.predict(X[y == 2]) == 2).mean() < 0.1
+    np.testing.assert_array_equal(net.predict_proba(X), proba)  # the user's net
+    # Retraining starts from the frozen net's recipe, not its weights.
+    retrain = RetrainUnlearner(FrozenEstimator(net), random_state=0).fit(X, y)
+    retrain.unlearn_classes([2], X, y)
+    assert 2 not in set(retrain.predict(X))
+    with pytest.raises(ValueError, match="trained skorch"):
+        FAMRUnlearner(FrozenEstimator(small_net())).fit(X, y)
+    with pytest.raises(ValueError, match="not seen in fit"):
+        FAMRUnlearner(FrozenEstimator(net)).fit(X, y + 3)

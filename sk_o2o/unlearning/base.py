@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, clone
+from sklearn.frozen import FrozenEstimator
 from sklearn.utils import column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -42,7 +43,7 @@ from sk_o2o.unlearning.networks import (
 __all__ = ["BaseUnlearner", "UnlearningData", "unlearn_pipeline"]
 
 _COMMON_CONSTRAINTS: dict[str, list] = {
-    "estimator": [None, NeuralNetClassifier, nn.Module],
+    "estimator": [None, NeuralNetClassifier, FrozenEstimator, nn.Module],
     "device": [str, torch.device],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
@@ -87,6 +88,11 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
     def fit(self, X, y):
         """Train a clone of ``estimator`` (or the built-in MLP) on ``X, y``.
 
+        With ``estimator=FrozenEstimator(net)``, ``net`` is an already trained
+        skorch classifier: it is copied, not trained, and ``X, y`` (its training
+        data, or a sample of it) only set ``n_features_in_`` and are checked
+        against its classes. Unlearning then edits the copy.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -101,17 +107,21 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             self._validate_params()
             X, y = validate_data(self, to_numpy(X), to_numpy(y), dtype=np.float32)
             check_classification_targets(y)
-            classes, y_encoded = np.unique(y, return_inverse=True)
-            if len(classes) < 2:
-                raise ValueError(
-                    f"y holds 1 class ({classes[0]!r}); a classifier needs at "
-                    "least two."
-                )
-            self.classes_ = classes
-            self.device_ = resolve_device(self.device)
             seed = seed_from_random_state(self.random_state)
-            self.estimator_ = self._fitted_net(X, y_encoded, seed)
             self.generator_ = torch.Generator().manual_seed(seed)
+            if isinstance(self.estimator, FrozenEstimator):
+                self.estimator_ = self._trained_copy()
+                self._encode(y, "y")
+            else:
+                classes, y_encoded = np.unique(y, return_inverse=True)
+                if len(classes) < 2:
+                    raise ValueError(
+                        f"y holds 1 class ({classes[0]!r}); a classifier needs at "
+                        "least two."
+                    )
+                self.classes_ = classes
+                self.device_ = resolve_device(self.device)
+                self.estimator_ = self._fitted_net(X, y_encoded, seed)
             self.history_ = _epochs(self.estimator_)
             self.unlearning_history_: list[dict[str, Any]] = []
         return self
@@ -142,14 +152,17 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 self, to_numpy(X), to_numpy(y), dtype=np.float32, reset=first_call
             )
             if first_call:
-                self.classes_ = np.unique(column_or_1d(to_numpy(classes)))
-                if len(self.classes_) < 2:
-                    raise ValueError("classes must hold at least two classes.")
-                self.device_ = resolve_device(self.device)
                 seed = seed_from_random_state(self.random_state)
                 self.generator_ = torch.Generator().manual_seed(seed)
-                with torch_seed_context(seed):
-                    self.estimator_ = self._new_net().initialize()
+                if isinstance(self.estimator, FrozenEstimator):
+                    self.estimator_ = self._trained_copy()
+                else:
+                    self.classes_ = np.unique(column_or_1d(to_numpy(classes)))
+                    if len(self.classes_) < 2:
+                        raise ValueError("classes must hold at least two classes.")
+                    self.device_ = resolve_device(self.device)
+                    with torch_seed_context(seed):
+                        self.estimator_ = self._new_net().initialize()
                 self.history_ = []
                 self.unlearning_history_ = []
             y_encoded = self._encode(y, "y")
@@ -317,9 +330,32 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             self.unlearning_history_ = [*self.unlearning_history_, record]
         return self
 
+    def _trained_copy(self) -> NeuralNetClassifier:
+        """A copy of the net inside ``FrozenEstimator``, which must be trained.
+
+        Sets ``classes_`` and ``device_`` from it: it stays on its own device.
+        """
+        net = self.estimator.estimator
+        if not isinstance(net, NeuralNetClassifier) or not net.initialized_:
+            raise ValueError(
+                "estimator=FrozenEstimator(net) needs a trained skorch "
+                f"NeuralNetClassifier; got an untrained {type(net).__name__}."
+            )
+        device = torch.device(net.device)
+        if self.device != "auto" and resolve_device(self.device) != device:
+            raise ValueError(
+                f"device={self.device!r}, but the frozen net lives on {device}; "
+                "use device='auto' or move the net."
+            )
+        self.classes_ = np.asarray(net.classes_)
+        self.device_ = device
+        return copy.deepcopy(net)
+
     def _new_net(self) -> NeuralNetClassifier:
         """An unfitted net for this data, on ``device_``, built from ``estimator``."""
         estimator = self.estimator
+        if isinstance(estimator, FrozenEstimator):
+            estimator = estimator.estimator  # retraining: its recipe, from scratch
         if estimator is None:
             net = make_classifier_net()
         elif isinstance(estimator, nn.Module):

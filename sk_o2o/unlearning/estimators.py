@@ -30,9 +30,12 @@ __all__ = [
 _POSITIVE = Interval(Real, 0, None, closed="neither")
 _COUNT = Interval(Integral, 1, None, closed="left")
 _COMMON_DOC = """\
-estimator : skorch.NeuralNetClassifier, torch.nn.Module or None, default=None
+estimator : skorch.NeuralNetClassifier, FrozenEstimator, torch.nn.Module or \
+None, default=None
         The classifier. A skorch net is cloned and fitted as configured (its
-        ``device`` is replaced by this estimator's); a bare module returning
+        ``device`` is replaced by this estimator's); a trained skorch net
+        wrapped in :class:`sklearn.frozen.FrozenEstimator` is copied as it is,
+        to unlearn from a model trained elsewhere; a bare module returning
         logits is wrapped by :func:`~sk_o2o.unlearning.make_classifier_net`;
         ``None`` is that net around a 100-unit
         :class:`~sk_o2o.unlearning.MLPClassifierModule`.
