@@ -29,9 +29,21 @@ __all__ = [
 
 _POSITIVE = Interval(Real, 0, None, closed="neither")
 _COUNT = Interval(Integral, 1, None, closed="left")
-_COMMON_DOC = """\
-estimator : skorch.NeuralNetClassifier, FrozenEstimator, torch.nn.Module or \
-None, default=None
+
+
+class FAMRUnlearner(BaseUnlearner):
+    """Forget with an anchored uniform-prediction loss (FAMR).
+
+    Unlearning minimises the KL divergence from a uniform prediction to the
+    model's on the forget set, plus an ℓ2 anchor to the trained weights θ₀:
+    F(θ) + (λ/2)‖θ − θ₀‖² (Sanga, Singh and Dubey, 2025; our reconstruction of
+    the objective, see the user guide). Only the forget set is used. When whole
+    classes are forgotten the uniform target covers the remaining classes, so
+    the forgotten ones end with no probability, as after retraining.
+
+    Parameters
+    ----------
+    estimator : skorch.NeuralNetClassifier, FrozenEstimator, torch.nn.Module or None, default=None
         The classifier. A skorch net is cloned and fitted as configured (its
         ``device`` is replaced by this estimator's); a trained skorch net
         wrapped in :class:`sklearn.frozen.FrozenEstimator` is copied as it is,
@@ -44,43 +56,7 @@ None, default=None
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, batch order and the unlearning's own sampling.
     verbose : int, default=0
-        Progress bar during unlearning."""
-
-_ATTRIBUTES_DOC = """\
-estimator_ : skorch.NeuralNetClassifier
-        The trained (and, after ``unlearn``, edited) classifier.
-    classes_ : ndarray of shape (n_classes,)
-    n_features_in_ : int
-    history_ : list of dict
-        skorch's training history, one record per epoch (``epoch``,
-        ``train_loss``, ``dur``).
-    unlearning_history_ : list of dict
-        One record per ``unlearn``/``unlearn_classes`` call: ``method``,
-        ``n_forget``, ``classes`` (the forgotten classes, or None), the
-        method's own figures and ``time_s``.
-    device_ : torch.device"""
-
-
-def _doc(text: str) -> str:
-    return text.replace("{common}", _COMMON_DOC).replace(
-        "{attributes}", _ATTRIBUTES_DOC
-    )
-
-
-class FAMRUnlearner(BaseUnlearner):
-    __doc__ = _doc(
-        """Forget with an anchored uniform-prediction loss (FAMR).
-
-    Unlearning minimises the KL divergence from a uniform prediction to the
-    model's on the forget set, plus an ℓ2 anchor to the trained weights θ₀:
-    F(θ) + (λ/2)‖θ − θ₀‖² (Sanga, Singh and Dubey, 2025; our reconstruction of
-    the objective, see the user guide). Only the forget set is used. When whole
-    classes are forgotten the uniform target covers the remaining classes, so
-    the forgotten ones end with no probability, as after retraining.
-
-    Parameters
-    ----------
-    {common}
+        Progress bar during unlearning.
     anchor_strength : float, default=0.1
         λ: larger keeps the model closer to θ₀ (and forgets less). The distance
         moved is at most about ‖∇F(θ₀)‖/λ, recorded as ``distance_bound``.
@@ -93,7 +69,18 @@ class FAMRUnlearner(BaseUnlearner):
 
     Attributes
     ----------
-    {attributes}
+    estimator_ : skorch.NeuralNetClassifier
+        The trained (and, after ``unlearn``, edited) classifier.
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    history_ : list of dict
+        skorch's training history, one record per epoch (``epoch``,
+        ``train_loss``, ``dur``).
+    unlearning_history_ : list of dict
+        One record per ``unlearn``/``unlearn_classes`` call: ``method``,
+        ``n_forget``, ``classes`` (the forgotten classes, or None), the
+        method's own figures and ``time_s``.
+    device_ : torch.device
         FAMR's records add ``forget_loss_initial``, ``forget_loss`` (F before
         and after), ``forget_loss_curve``, ``parameter_distance`` (‖θ − θ₀‖)
         and ``distance_bound``.
@@ -121,7 +108,6 @@ class FAMRUnlearner(BaseUnlearner):
     >>> record["parameter_distance"] <= record["distance_bound"]
     True
     """
-    )
 
     _parameter_constraints = {
         **_COMMON_CONSTRAINTS,
@@ -169,8 +155,7 @@ class FAMRUnlearner(BaseUnlearner):
 
 
 class RetrainUnlearner(BaseUnlearner):
-    __doc__ = _doc(
-        """Unlearning by retraining from scratch on the retain set: the gold standard.
+    """Unlearning by retraining from scratch on the retain set: the gold standard.
 
     ``unlearn`` fits a fresh copy of the classifier, with the same recipe as
     ``fit``, on ``X_retain, y_retain`` (``unlearn_classes``: the rows of the other
@@ -179,11 +164,35 @@ class RetrainUnlearner(BaseUnlearner):
 
     Parameters
     ----------
-    {common}
+    estimator : skorch.NeuralNetClassifier, FrozenEstimator, torch.nn.Module or None, default=None
+        The classifier. A skorch net is cloned and fitted as configured (its
+        ``device`` is replaced by this estimator's); a trained skorch net
+        wrapped in :class:`sklearn.frozen.FrozenEstimator` is copied as it is,
+        to unlearn from a model trained elsewhere; a bare module returning
+        logits is wrapped by :func:`~sk_o2o.unlearning.make_classifier_net`;
+        ``None`` is that net around a 100-unit
+        :class:`~sk_o2o.unlearning.MLPClassifierModule`.
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batch order and the unlearning's own sampling.
+    verbose : int, default=0
+        Progress bar during unlearning.
 
     Attributes
     ----------
-    {attributes}
+    estimator_ : skorch.NeuralNetClassifier
+        The trained (and, after ``unlearn``, edited) classifier.
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    history_ : list of dict
+        skorch's training history, one record per epoch (``epoch``,
+        ``train_loss``, ``dur``).
+    unlearning_history_ : list of dict
+        One record per ``unlearn``/``unlearn_classes`` call: ``method``,
+        ``n_forget``, ``classes`` (the forgotten classes, or None), the
+        method's own figures and ``time_s``.
+    device_ : torch.device
 
     Examples
     --------
@@ -195,7 +204,6 @@ class RetrainUnlearner(BaseUnlearner):
     >>> int((model.predict(X[y == 3] / 16.0) == 3).sum())
     0
     """
-    )
 
     _needs_retain = True
 
@@ -215,15 +223,27 @@ class RetrainUnlearner(BaseUnlearner):
 
 
 class FinetuneUnlearner(BaseUnlearner):
-    __doc__ = _doc(
-        """Unlearning by fine-tuning on the retain set only.
+    """Unlearning by fine-tuning on the retain set only.
 
     The forget set is never shown again; whatever the model forgets comes from
     further training on the rest (catastrophic interference).
 
     Parameters
     ----------
-    {common}
+    estimator : skorch.NeuralNetClassifier, FrozenEstimator, torch.nn.Module or None, default=None
+        The classifier. A skorch net is cloned and fitted as configured (its
+        ``device`` is replaced by this estimator's); a trained skorch net
+        wrapped in :class:`sklearn.frozen.FrozenEstimator` is copied as it is,
+        to unlearn from a model trained elsewhere; a bare module returning
+        logits is wrapped by :func:`~sk_o2o.unlearning.make_classifier_net`;
+        ``None`` is that net around a 100-unit
+        :class:`~sk_o2o.unlearning.MLPClassifierModule`.
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batch order and the unlearning's own sampling.
+    verbose : int, default=0
+        Progress bar during unlearning.
     n_epochs : int, default=2
         Passes over the retain set.
     lr : float, default=1e-3
@@ -232,9 +252,19 @@ class FinetuneUnlearner(BaseUnlearner):
 
     Attributes
     ----------
-    {attributes}
+    estimator_ : skorch.NeuralNetClassifier
+        The trained (and, after ``unlearn``, edited) classifier.
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    history_ : list of dict
+        skorch's training history, one record per epoch (``epoch``,
+        ``train_loss``, ``dur``).
+    unlearning_history_ : list of dict
+        One record per ``unlearn``/``unlearn_classes`` call: ``method``,
+        ``n_forget``, ``classes`` (the forgotten classes, or None), the
+        method's own figures and ``time_s``.
+    device_ : torch.device
     """
-    )
 
     _needs_retain = True
     _parameter_constraints = {
@@ -277,8 +307,7 @@ class FinetuneUnlearner(BaseUnlearner):
 
 
 class NegGradUnlearner(BaseUnlearner):
-    __doc__ = _doc(
-        """Unlearning by gradient ascent on the forget set (NegGrad, NegGrad+).
+    """Unlearning by gradient ascent on the forget set (NegGrad, NegGrad+).
 
     Minimises α·CE(retain) − (1 − α)·CE(forget), α = ``retain_weight``:
     α = 0 is NegGrad (forget set only); α > 0 is NegGrad+ (Kurmanji et al.,
@@ -286,7 +315,20 @@ class NegGradUnlearner(BaseUnlearner):
 
     Parameters
     ----------
-    {common}
+    estimator : skorch.NeuralNetClassifier, FrozenEstimator, torch.nn.Module or None, default=None
+        The classifier. A skorch net is cloned and fitted as configured (its
+        ``device`` is replaced by this estimator's); a trained skorch net
+        wrapped in :class:`sklearn.frozen.FrozenEstimator` is copied as it is,
+        to unlearn from a model trained elsewhere; a bare module returning
+        logits is wrapped by :func:`~sk_o2o.unlearning.make_classifier_net`;
+        ``None`` is that net around a 100-unit
+        :class:`~sk_o2o.unlearning.MLPClassifierModule`.
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batch order and the unlearning's own sampling.
+    verbose : int, default=0
+        Progress bar during unlearning.
     retain_weight : float in [0, 1), default=0.0
         α, the weight of the retain term.
     n_epochs : int, default=5
@@ -297,9 +339,19 @@ class NegGradUnlearner(BaseUnlearner):
 
     Attributes
     ----------
-    {attributes}
+    estimator_ : skorch.NeuralNetClassifier
+        The trained (and, after ``unlearn``, edited) classifier.
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    history_ : list of dict
+        skorch's training history, one record per epoch (``epoch``,
+        ``train_loss``, ``dur``).
+    unlearning_history_ : list of dict
+        One record per ``unlearn``/``unlearn_classes`` call: ``method``,
+        ``n_forget``, ``classes`` (the forgotten classes, or None), the
+        method's own figures and ``time_s``.
+    device_ : torch.device
     """
-    )
 
     _needs_forget_labels = True
     _parameter_constraints = {
@@ -352,8 +404,7 @@ class NegGradUnlearner(BaseUnlearner):
 
 
 class RandomLabelUnlearner(BaseUnlearner):
-    __doc__ = _doc(
-        """Unlearning by fine-tuning on the forget set with random wrong labels.
+    """Unlearning by fine-tuning on the forget set with random wrong labels.
 
     Each forget sample gets a label drawn once among the other classes (among
     the remaining classes when whole classes are forgotten). With a retain set,
@@ -361,7 +412,20 @@ class RandomLabelUnlearner(BaseUnlearner):
 
     Parameters
     ----------
-    {common}
+    estimator : skorch.NeuralNetClassifier, FrozenEstimator, torch.nn.Module or None, default=None
+        The classifier. A skorch net is cloned and fitted as configured (its
+        ``device`` is replaced by this estimator's); a trained skorch net
+        wrapped in :class:`sklearn.frozen.FrozenEstimator` is copied as it is,
+        to unlearn from a model trained elsewhere; a bare module returning
+        logits is wrapped by :func:`~sk_o2o.unlearning.make_classifier_net`;
+        ``None`` is that net around a 100-unit
+        :class:`~sk_o2o.unlearning.MLPClassifierModule`.
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batch order and the unlearning's own sampling.
+    verbose : int, default=0
+        Progress bar during unlearning.
     n_epochs : int, default=5
         Passes over the forget set.
     lr : float, default=1e-3
@@ -369,9 +433,19 @@ class RandomLabelUnlearner(BaseUnlearner):
 
     Attributes
     ----------
-    {attributes}
+    estimator_ : skorch.NeuralNetClassifier
+        The trained (and, after ``unlearn``, edited) classifier.
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    history_ : list of dict
+        skorch's training history, one record per epoch (``epoch``,
+        ``train_loss``, ``dur``).
+    unlearning_history_ : list of dict
+        One record per ``unlearn``/``unlearn_classes`` call: ``method``,
+        ``n_forget``, ``classes`` (the forgotten classes, or None), the
+        method's own figures and ``time_s``.
+    device_ : torch.device
     """
-    )
 
     _parameter_constraints = {
         **_COMMON_CONSTRAINTS,
@@ -416,8 +490,7 @@ class RandomLabelUnlearner(BaseUnlearner):
 
 
 class SSDUnlearner(BaseUnlearner):
-    __doc__ = _doc(
-        """Selective Synaptic Dampening (Foster et al., 2024).
+    """Selective Synaptic Dampening (Foster et al., 2024).
 
     Diagonal Fisher importances are computed on all the data (retain and
     forget) and on the forget set; parameters with imp_f > α·imp_D are scaled
@@ -425,7 +498,20 @@ class SSDUnlearner(BaseUnlearner):
 
     Parameters
     ----------
-    {common}
+    estimator : skorch.NeuralNetClassifier, FrozenEstimator, torch.nn.Module or None, default=None
+        The classifier. A skorch net is cloned and fitted as configured (its
+        ``device`` is replaced by this estimator's); a trained skorch net
+        wrapped in :class:`sklearn.frozen.FrozenEstimator` is copied as it is,
+        to unlearn from a model trained elsewhere; a bare module returning
+        logits is wrapped by :func:`~sk_o2o.unlearning.make_classifier_net`;
+        ``None`` is that net around a 100-unit
+        :class:`~sk_o2o.unlearning.MLPClassifierModule`.
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batch order and the unlearning's own sampling.
+    verbose : int, default=0
+        Progress bar during unlearning.
     selection_weight : float, default=10.0
         α: how much more important to the forget set a parameter must be.
     dampening_constant : float, default=1.0
@@ -435,9 +521,19 @@ class SSDUnlearner(BaseUnlearner):
 
     Attributes
     ----------
-    {attributes}
+    estimator_ : skorch.NeuralNetClassifier
+        The trained (and, after ``unlearn``, edited) classifier.
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    history_ : list of dict
+        skorch's training history, one record per epoch (``epoch``,
+        ``train_loss``, ``dur``).
+    unlearning_history_ : list of dict
+        One record per ``unlearn``/``unlearn_classes`` call: ``method``,
+        ``n_forget``, ``classes`` (the forgotten classes, or None), the
+        method's own figures and ``time_s``.
+    device_ : torch.device
     """
-    )
 
     _needs_forget_labels = True
     _needs_retain = True
