@@ -36,7 +36,7 @@ def per_class_accuracy(model, X, y) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--forget-class", type=int, default=3)
-    parser.add_argument("--anchor-strength", type=float, default=0.1)
+    parser.add_argument("--anchor-strength", type=float, default=0.3)
     parser.add_argument("--out", type=Path, default=Path("unlearning_output"))
     args = parser.parse_args()
 

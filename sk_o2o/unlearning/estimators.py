@@ -57,13 +57,14 @@ class FAMRUnlearner(BaseUnlearner):
         Seeds initialisation, batch order and the unlearning's own sampling.
     verbose : int, default=0
         Progress bar during unlearning.
-    anchor_strength : float, default=0.1
+    anchor_strength : float, default=0.3
         λ: larger keeps the model closer to θ₀ (and forgets less). The distance
         moved is at most about ‖∇F(θ₀)‖/λ, recorded as ``distance_bound``.
     n_steps : int, default=100
         Optimisation steps.
-    lr : float, default=1e-3
-        Adam's step size.
+    lr : float, default=1e-2
+        Adam's step size (100 steps of 1e-2 reach the anchored optimum on the
+        benchmark's MLPs; 1e-3 stops short of it, which acts as extra anchoring).
     batch_size : int or None, default=None
         Forget samples per step; None uses the whole forget set each step.
 
@@ -121,9 +122,9 @@ class FAMRUnlearner(BaseUnlearner):
         self,
         estimator=None,
         *,
-        anchor_strength: float = 0.1,
+        anchor_strength: float = 0.3,
         n_steps: int = 100,
-        lr: float = 1e-3,
+        lr: float = 1e-2,
         batch_size: int | None = None,
         device: str | torch.device = "auto",
         random_state=None,
