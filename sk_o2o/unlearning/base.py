@@ -282,11 +282,6 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         )
         return self._run(data)
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags
-
     # ------------------------------------------------------------------ internals
     @contextlib.contextmanager
     def _restore_on_error(self) -> Iterator[None]:
