@@ -41,6 +41,7 @@ from sk_o2o.data.transitions import (
     is_dataset,
     to_numpy,
 )
+from sk_o2o.rl._torch_utils import second_thread
 
 __all__ = ["BaseRLPolicy"]
 
@@ -424,9 +425,12 @@ class BaseRLPolicy(TorchEstimator):
         if n_steps == 0:
             return
         self.core_.train()
-        with progress_bar(
-            n_steps, verbose=self.verbose, desc=type(self).__name__
-        ) as bar:
+        with (
+            self._training_threads(),
+            progress_bar(
+                n_steps, verbose=self.verbose, desc=type(self).__name__
+            ) as bar,
+        ):
             log = _LossLog(self, phase, min(self.log_interval, n_steps), bar)
             done = 0
             while done < n_steps:
@@ -435,6 +439,16 @@ class BaseRLPolicy(TorchEstimator):
                     log.add(self._gradient_step(step_indices, phase))
                 done += chunk
             log.flush()
+
+    @contextlib.contextmanager
+    def _training_threads(self) -> Iterator[None]:
+        """Cores that can split a step in two halves get a second CPU thread."""
+        halves_on = getattr(self.core_, "halves_on", None)
+        if halves_on is None:
+            yield
+            return
+        with second_thread(self.device_) as worker, halves_on(worker):
+            yield
 
     def _batch_indices(self, n_steps: int) -> torch.Tensor:
         # Drawn on a CPU generator so the same seed gives the same batches on every
@@ -528,7 +542,10 @@ class BaseRLPolicy(TorchEstimator):
             )
         self.core_.train()
         episode_return = 0.0
-        with progress_bar(n_steps, verbose=self.verbose, desc="online") as bar:
+        with (
+            self._training_threads(),
+            progress_bar(n_steps, verbose=self.verbose, desc="online") as bar,
+        ):
             log = _LossLog(self, "online", self.log_interval, None)
             for t in range(1, n_steps + 1):
                 action = self.sample_action(obs[None])

@@ -342,32 +342,34 @@ random_state, verbose, log_interval
 
     def _update(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
         core, n = self.core_, len(batch.rewards)
-        losses = {}
+        # The random numbers are drawn first, in a fixed order, so that the core is
+        # free to schedule the step's parts (e.g. on two threads).
+        balance_noise = None
         if self.n_updates_ % self.balance_update_interval == 0:
-            losses.update(
-                core.update_balance(
-                    batch, self._noise(n), self._noise(n, self.action_dim_)
-                )
-            )
+            balance_noise = (self._noise(n), self._noise(n, self.action_dim_))
+        beta = beta_noise = None
         if phase == "offline":  # explore the whole family
             low, high = core.config.balance_range
             u = torch.rand(n, generator=self.generator_).to(self.device_)
             beta = low + (high - low) * u
-        else:  # fine-tune the members the balance model picks
-            with torch.no_grad():
-                beta, _ = core.balance_model.sample(batch.observations, self._noise(n))
-        if self.algo == "td3bc":
-            losses.update(
-                core.update_universal(
-                    batch,
-                    beta,
-                    target_noise=self._noise(n, self.action_dim_)
-                    * core.config.policy_noise,
-                    update_actor=self.n_updates_ % _TD3_POLICY_FREQ == 0,
-                )
+        else:  # fine-tune the members the balance model picks (after its step)
+            beta_noise = self._noise(n)
+        if self.algo == "iql":
+            return core.update_step(batch, balance_noise, beta, beta_noise)
+        losses = {}
+        if balance_noise is not None:
+            losses.update(core.update_balance(batch, *balance_noise))
+        if beta is None:
+            beta = core.sample_balance(batch.observations, beta_noise)
+        losses.update(
+            core.update_universal(
+                batch,
+                beta,
+                target_noise=self._noise(n, self.action_dim_)
+                * core.config.policy_noise,
+                update_actor=self.n_updates_ % _TD3_POLICY_FREQ == 0,
             )
-        else:
-            losses.update(core.update_universal(batch, beta))
+        )
         return losses
 
     def _policy_mode(self, obs: torch.Tensor) -> torch.Tensor:

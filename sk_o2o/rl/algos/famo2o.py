@@ -31,8 +31,22 @@ import torch
 from torch import nn
 
 from sk_o2o.data.buffer import Batch
-from sk_o2o.rl._torch_utils import make_adam, step
-from sk_o2o.rl.algos.iql import IQLConfig, IQLCore
+from sk_o2o.rl._torch_utils import (
+    Exchange,
+    FusedAdam,
+    SecondThread,
+    make_adam,
+    soft_update,
+    step,
+)
+from sk_o2o.rl.algos.iql import (
+    IQLConfig,
+    IQLCore,
+    actor_loss,
+    advantage_weights,
+    critic_loss,
+    value_loss,
+)
 from sk_o2o.rl.algos.td3bc import TD3BCConfig, TD3BCCore
 from sk_o2o.rl.balance import (
     BALANCE_CODE_DIM,
@@ -97,21 +111,29 @@ class _BalanceMixin:
         beta = self.chosen_balance(observations)
         return self.actor.mode(observations, balance_code(beta))
 
+    @torch.no_grad()
+    def sample_balance(
+        self, observations: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """β ~ π_b(·|s) from standard-normal ``noise``, without gradient."""
+        return self.balance_model.sample(observations, noise)[0]
+
     def update_balance(
         self, batch: Batch, noise: torch.Tensor, action_noise: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         obs = batch.observations
         beta, log_prob = self.balance_model.sample(obs, noise)
-        self.actor.requires_grad_(False)  # frozen: only π_b learns from this loss
-        try:
-            action = self.actor.sample(obs, action_noise, balance_code(beta))
-            # Q̄ with gradients to the action; the target critics stay frozen
-            q = self.target_critic(obs, action.clamp(-1.0, 1.0)).min(0).values
-        finally:
-            self.actor.requires_grad_(True)
+        action = self.actor.sample(obs, action_noise, balance_code(beta))
+        # Q̄ with gradients to the action; the target critics stay frozen
+        q = self.target_critic(obs, action.clamp(-1.0, 1.0)).min(0).values
         alpha = self.log_alpha.exp()
         b_loss = balance_model_loss(log_prob, q, alpha)
-        step(self.balance_optimizer, b_loss)
+        # Only π_b learns from this loss: the universal model is frozen by asking
+        # for π_b's gradients alone (not by switching its requires_grad off, which
+        # would race with a universal-model step on another thread).
+        self.balance_optimizer.zero_grad(set_to_none=True)
+        b_loss.backward(inputs=list(self.balance_model.parameters()))
+        self.balance_optimizer.step()
         a_loss = temperature_loss(self.log_alpha, log_prob, self.config.target_entropy)
         step(self.alpha_optimizer, a_loss)
         return {
@@ -133,6 +155,116 @@ class FamO2OIQLCore(_BalanceMixin, IQLCore):
     ) -> dict[str, torch.Tensor]:
         """IQL's joint step with the actor conditioned on each sample's β."""
         return IQLCore.update(self, batch, beta, balance_code(beta))
+
+    def update_step(
+        self,
+        batch: Batch,
+        balance_noise: tuple[torch.Tensor, torch.Tensor] | None,
+        beta: torch.Tensor | None,
+        beta_noise: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One FamO2O step, in the order of the module docstring.
+
+        Parameters
+        ----------
+        batch : Batch
+        balance_noise : (noise, action_noise) or None
+            The balance model's step is taken when given (with these draws).
+        beta : tensor of shape (batch,) or None
+            β of each sample for the universal model; if ``None``, drawn from π_b
+            after its step with ``beta_noise`` (the online phase).
+        """
+        worker = self.__dict__.get("_second_thread")
+        in_halves = (
+            worker is not None
+            and isinstance(self.optimizer, FusedAdam)
+            and self.optimizer.ready
+        )
+        if balance_noise is not None and in_halves:
+            return self._step_with_balance_in_halves(
+                worker, batch, balance_noise, beta, beta_noise
+            )
+        losses = {}
+        if balance_noise is not None:
+            losses.update(self.update_balance(batch, *balance_noise))
+        if beta is None:
+            beta = self.sample_balance(batch.observations, beta_noise)
+        losses.update(self.update_universal(batch, beta))
+        return losses
+
+    # A step with the balance model's step, on two threads. That step (~9 matrix
+    # products through π_b, π_u and the target critics) is as long as the rest of
+    # IQL's step, so the calling thread takes it along with Q̄(s, a) and V(s'),
+    # while the worker takes the critics', value's and actor's forward and backward
+    # passes. The worker's Adam step and soft update wait for the balance step,
+    # which reads the actor and the target critics; the actor's input β waits for
+    # it too when it comes from π_b (online). The result is the sequential step's.
+    def _step_with_balance_in_halves(
+        self,
+        worker: SecondThread,
+        batch: Batch,
+        balance_noise: tuple[torch.Tensor, torch.Tensor],
+        beta: torch.Tensor | None,
+        beta_noise: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        exchange = Exchange()
+        worker.start(lambda: self._iql_half(batch, beta, exchange), exchange)
+        try:
+            exchange.put("target_q", self.target_q(batch.observations, batch.actions))
+            with torch.no_grad():
+                next_value = self.value(batch.next_observations).squeeze(-1)
+            exchange.put("next_value", next_value)
+            losses = self.update_balance(batch, *balance_noise)
+            if beta is None:
+                beta = self.sample_balance(batch.observations, beta_noise)
+            exchange.put("beta", beta)  # also: the balance step is over
+            losses.update(exchange.get("done"))
+        except BaseException as error:
+            exchange.fail(error)
+            exchange.wait_finished()
+            raise
+        return losses
+
+    def _iql_half(
+        self, batch: Batch, beta: torch.Tensor | None, exchange: Exchange
+    ) -> dict[str, torch.Tensor]:
+        obs, actions = batch.observations, batch.actions
+        q = self.critic(obs, actions)
+        value = self.value(obs).squeeze(-1)
+        log_prob = None
+        if beta is not None:  # offline: β is known before the balance step
+            log_prob = self.actor.log_prob(obs, actions, balance_code(beta))
+        target_q = exchange.get("target_q")
+        c_loss = critic_loss(
+            q,
+            batch.rewards,
+            batch.dones,
+            exchange.get("next_value"),
+            self.config.gamma,
+        )
+        v_loss = value_loss(target_q, value, self.config.expectile)
+        self.optimizer.zero_grad(set_to_none=True)
+        if log_prob is not None:
+            a_loss = actor_loss(
+                log_prob, advantage_weights(target_q - value.detach(), beta)
+            )
+            (v_loss + a_loss + c_loss).backward()
+            exchange.get("beta")  # the balance step has read the actor
+        else:
+            (v_loss + c_loss).backward()
+            beta = exchange.get("beta")
+            log_prob = self.actor.log_prob(obs, actions, balance_code(beta))
+            a_loss = actor_loss(
+                log_prob, advantage_weights(target_q - value.detach(), beta)
+            )
+            a_loss.backward()
+        self.optimizer.step()
+        soft_update(self.target_critic, self.critic, self.config.tau)
+        return {
+            "value_loss": v_loss.detach(),
+            "actor_loss": a_loss.detach(),
+            "critic_loss": c_loss.detach(),
+        }
 
 
 class FamO2OTD3BCCore(_BalanceMixin, TD3BCCore):
