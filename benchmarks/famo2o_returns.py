@@ -13,6 +13,9 @@ ones, or MuJoCo ones built with ``python -m sk_o2o.datasets.builder``, e.g.
         hopper-medium-replay-v0 --seeds 0 1 2 --offline-steps 100000 \\
         --online-steps 100000 --eval-interval 10000
 
+Runs split over several processes (``--datasets`` each) are merged with
+``--report out1/famo2o_returns.json out2/famo2o_returns.json``.
+
 d3rlpy's IQL gets the same preprocessing as ours (standardised observations,
 rewards scaled by 1000 / return range, actions min-max scaled) and fine-tunes
 through its own ``fit_online`` with the offline data in its buffer. It keeps its
@@ -112,8 +115,21 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--hidden", nargs="+", type=int, default=[256, 256])
     parser.add_argument("--out", type=Path, default=Path("benchmark_output"))
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        type=Path,
+        help="only merge these famo2o_returns.json files (e.g. of parallel runs) "
+        "and print and plot them into --out",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        merged: dict = {}
+        for path in args.report:
+            merged.update(json.loads(path.read_text()))
+        report(merged, args.out)
+        return
 
     results: dict = {}
     for name in args.datasets:
@@ -137,15 +153,19 @@ def main() -> None:
                 results.setdefault(name, {}).setdefault(agent, []).append(normalised)
                 print(f"{name} seed {seed} {agent}: {normalised}", flush=True)
     (args.out / "famo2o_returns.json").write_text(json.dumps(results, indent=1))
+    report(results, args.out)
 
-    print(f"\nD4RL-normalised return, mean ± std over seeds {args.seeds}")
-    print(f"{'dataset':28s}{'agent':16s}{'after offline':>18s}{'after online':>18s}")
+
+def report(results: dict, out: Path) -> None:
+    """Print the table of normalised returns and write one learning-curve plot each."""
+    print("\nD4RL-normalised return, mean ± std over seeds")
+    print(f"{'dataset':30s}{'agent':16s}{'after offline':>18s}{'after online':>18s}")
     for name, agents in results.items():
         for agent, runs in agents.items():
             offline = np.array([run[0][1] for run in runs])
             online = np.array([run[-1][1] for run in runs])
             print(
-                f"{name:28s}{agent:16s}"
+                f"{name:30s}{agent:16s}"
                 f"{offline.mean():10.1f} ± {offline.std():5.1f}"
                 f"{online.mean():10.1f} ± {online.std():5.1f}"
             )
@@ -173,7 +193,7 @@ def main() -> None:
         )
         ax.legend()
         fig.tight_layout()
-        fig.savefig(args.out / f"{name}.png", dpi=100)
+        fig.savefig(out / f"{name}.png", dpi=100)
 
 
 if __name__ == "__main__":
