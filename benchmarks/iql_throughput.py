@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -79,6 +80,13 @@ def d3rlpy_runner(data: dict, device: str):
     return run
 
 
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
 def steps_per_second(run, steps: int) -> float:
     """Gradient steps per second, less the set-up time (a 0-step fit)."""
     return steps / (run(steps) - run(0))
@@ -91,6 +99,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    load_before = _load_average()
     data = make_data(args.transitions)
     runners = {
         "sk_o2o_iql": sk_o2o_runner(data, args.device),
@@ -115,6 +124,9 @@ def main() -> None:
         **{f"{name}_steps_per_s": round(v, 1) for name, v in median.items()},
         "ratio_iql": round(median["sk_o2o_iql"] / median["d3rlpy_iql"], 2),
         "ratio_famo2o": round(median["sk_o2o_famo2o"] / median["d3rlpy_iql"], 2),
+        # Other processes on a shared machine change the figures (with two torch
+        # threads, OpenMP's per-kernel fork-join suffers most): record the load.
+        "load_average_1min": [load_before, _load_average()],
     }
     print(json.dumps(result, indent=2))
 
