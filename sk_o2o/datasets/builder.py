@@ -44,10 +44,12 @@ and Gymnasium and on the CPU, so a rebuild is close to, not bit-identical with, 
 shipped files.
 
 Hopper-v5 needs far more SAC steps (D4RL trained its behaviour policies for 1M
-steps). With the default 256-unit networks an update took about 30 ms on one thread
-of a shared 2-core machine, so 300k steps take about 2.5-3 hours and 1M steps about
-9 hours. (Only a 3,000-step Hopper build has been run as a check; the returns that
-a longer one reaches have not been measured.) For example::
+steps). With the default 256-unit networks an update takes 15-30 ms on one thread
+of a 2-core machine, so 300k steps take about 1.5-3 hours and 1M steps 5-9 hours.
+A 100k-step build (``--n-sac-steps 100000 --n-transitions 200000 --random-steps
+5000 --eval-interval 5000``) took 36 minutes, and its SAC policy plateaued at a
+return of about 350, far below D4RL's Hopper expert (about 3,200); see
+``benchmarks/README.md``. For example::
 
     python -m sk_o2o.datasets.builder --env Hopper-v5 --n-sac-steps 300000 \\
         --n-transitions 1000000 --random-steps 10000 --eval-interval 10000 \\
