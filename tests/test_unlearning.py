@@ -293,8 +293,6 @@ def test_partial_fit_trains_one_epoch_at_a_time():
 
 
 def test_module_and_skorch_estimators():
-    X, y = blobs()
-
     class Softmax(nn.Module):  # skorch's NLLLoss convention: probabilities out
         def __init__(self):
             super().__init__()
@@ -303,13 +301,18 @@ def test_module_and_skorch_estimators():
         def forward(self, X):
             return torch.softmax(self.linear(X), -1)
 
+    torch.manual_seed(0)  # the modules below are initialised by torch's global RNG
     nll = make_classifier_net(Softmax, criterion=nn.NLLLoss, max_epochs=20, lr=0.05)
     logits = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-    for estimator in (nll, logits):
+    # A bare module gets the default recipe (30 epochs of Adam 1e-3): 600 rows fit
+    # it from any initialisation, 120 left it at 0.33-0.98 accuracy.
+    for estimator, n in ((nll, 120), (logits, 600)):
+        X, y = blobs(n=n)
         model = FAMRUnlearner(estimator, device="cpu", random_state=0).fit(X, y)
         assert model.score(X, y) > 0.9
-        model.set_params(anchor_strength=1e-3, lr=0.05, n_steps=200).unlearn(X[y == 2])
-        np.testing.assert_allclose(model.predict_proba(X[y == 2]), 1 / 3, atol=0.1)
+        forget = X[y == 2][:40]
+        model.set_params(anchor_strength=1e-3, lr=0.05, n_steps=200).unlearn(forget)
+        np.testing.assert_allclose(model.predict_proba(forget), 1 / 3, atol=0.1)
     # fit works on a copy: the user's module is untouched
     assert logits[0].weight.grad is None
 
