@@ -34,6 +34,7 @@ from sk_o2o.unlearning import (
 )
 from sk_o2o.unlearning import famr as famr_module
 from sk_o2o.unlearning.baselines import random_wrong_labels
+from sk_o2o.unlearning.estimators import AUTO_ANCHOR_STRENGTH
 from sk_o2o.unlearning.famr import AdamState, anchored_adam_step, uniform_kl
 
 BASELINES = [
@@ -147,6 +148,29 @@ def test_a_small_anchor_makes_the_forget_set_uniform(fitted):
     record = model.unlearning_history_[-1]
     assert record["forget_loss"] < 0.01 < record["forget_loss_initial"]
     assert record["forget_loss_curve"][0] > record["forget_loss_curve"][-1]
+
+
+def test_auto_anchor_is_weaker_for_classes_than_for_samples(fitted):
+    model, X, y = fitted
+    assert model.anchor_strength == "auto"
+    runs = {}
+    for kind, forget in (
+        ("classes", lambda m: m.unlearn_classes([1], X, y)),
+        ("samples", lambda m: m.unlearn(X[y == 1])),
+    ):
+        auto = forget(copy_of(model))
+        explicit = forget(
+            copy_of(model).set_params(anchor_strength=AUTO_ANCHOR_STRENGTH[kind])
+        )
+        assert (
+            auto.unlearning_history_[-1]["anchor_strength"]
+            == (AUTO_ANCHOR_STRENGTH[kind])
+        )
+        np.testing.assert_array_equal(auto.predict_proba(X), explicit.predict_proba(X))
+        runs[kind] = auto.unlearning_history_[-1]
+    # the same rows: as a class they move further than as samples of a kept class
+    assert AUTO_ANCHOR_STRENGTH["classes"] < AUTO_ANCHOR_STRENGTH["samples"]
+    assert runs["classes"]["parameter_distance"] > runs["samples"]["parameter_distance"]
 
 
 def test_forgetting_varies_monotonically_with_the_anchor(fitted):
@@ -395,6 +419,11 @@ def test_membership_inference_score(digits):
         ),
         (
             lambda m, X, y: m.set_params(anchor_strength=-1.0).unlearn(X[:5]),
+            InvalidParameterError,
+            "anchor_strength",
+        ),
+        (
+            lambda m, X, y: m.set_params(anchor_strength="strong").unlearn(X[:5]),
             InvalidParameterError,
             "anchor_strength",
         ),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from sk_o2o.unlearning import baselines
 from sk_o2o.unlearning.base import (
@@ -29,6 +29,11 @@ __all__ = [
 
 _POSITIVE = Interval(Real, 0, None, closed="neither")
 _COUNT = Interval(Integral, 1, None, closed="left")
+# anchor_strength="auto": λ for whole classes and for samples, from the benchmark
+# (benchmarks/README.md). A retrained model still predicts forgotten samples of
+# the classes it keeps much as before, so sample forgetting needs a far stronger
+# anchor than class forgetting, whose uniform target is what retraining reaches.
+AUTO_ANCHOR_STRENGTH = {"classes": 0.3, "samples": 10.0}
 
 
 class FAMRUnlearner(BaseUnlearner):
@@ -57,9 +62,13 @@ class FAMRUnlearner(BaseUnlearner):
         Seeds initialisation, batch order and the unlearning's own sampling.
     verbose : int, default=0
         Progress bar during unlearning.
-    anchor_strength : float, default=0.3
+    anchor_strength : float or "auto", default="auto"
         λ: larger keeps the model closer to θ₀ (and forgets less). The distance
         moved is at most about ‖∇F(θ₀)‖/λ, recorded as ``distance_bound``.
+        ``"auto"`` uses 0.3 in :meth:`unlearn_classes` and 10 in :meth:`unlearn`
+        (forgetting samples of classes the model keeps, whose retrained
+        predictions stay close to the original ones); each record holds the λ
+        used.
     n_steps : int, default=100
         Optimisation steps.
     lr : float, default=1e-2
@@ -82,9 +91,10 @@ class FAMRUnlearner(BaseUnlearner):
         ``n_forget``, ``classes`` (the forgotten classes, or None), the
         method's own figures and ``time_s``.
     device_ : torch.device
-        FAMR's records add ``forget_loss_initial``, ``forget_loss`` (F before
-        and after), ``forget_loss_curve``, ``parameter_distance`` (‖θ − θ₀‖)
-        and ``distance_bound``.
+        FAMR's records add ``anchor_strength`` (the λ used),
+        ``forget_loss_initial``, ``forget_loss`` (F before and after),
+        ``forget_loss_curve``, ``parameter_distance`` (‖θ − θ₀‖) and
+        ``distance_bound``.
 
     See Also
     --------
@@ -112,7 +122,10 @@ class FAMRUnlearner(BaseUnlearner):
 
     _parameter_constraints = {
         **_COMMON_CONSTRAINTS,
-        "anchor_strength": [Interval(Real, 0, None, closed="left")],
+        "anchor_strength": [
+            Interval(Real, 0, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
         "n_steps": [Interval(Integral, 0, None, closed="left")],
         "lr": [_POSITIVE],
         "batch_size": [_COUNT, None],
@@ -122,7 +135,7 @@ class FAMRUnlearner(BaseUnlearner):
         self,
         estimator=None,
         *,
-        anchor_strength: float = 0.3,
+        anchor_strength: float | Literal["auto"] = "auto",
         n_steps: int = 100,
         lr: float = 1e-2,
         batch_size: int | None = None,
@@ -140,19 +153,24 @@ class FAMRUnlearner(BaseUnlearner):
         self.verbose = verbose
 
     def _unlearn(self, data: UnlearningData) -> dict[str, Any]:
+        anchor_strength = self.anchor_strength
+        if anchor_strength == "auto":
+            kind = "samples" if data.classes is None else "classes"
+            anchor_strength = AUTO_ANCHOR_STRENGTH[kind]
         with self._progress(self.n_steps) as bar:
-            return famr_unlearn(
+            record = famr_unlearn(
                 self.estimator_.module_,
                 self._module_log_probs(),
                 self._tensor(data.X_forget),
                 keep=self._tensor(data.keep, torch.bool),
-                anchor_strength=float(self.anchor_strength),
+                anchor_strength=float(anchor_strength),
                 lr=float(self.lr),
                 n_steps=int(self.n_steps),
                 batch_size=self.batch_size,
                 generator=self.generator_,
                 progress=bar,
             )
+        return {"anchor_strength": float(anchor_strength), **record}
 
 
 class RetrainUnlearner(BaseUnlearner):
