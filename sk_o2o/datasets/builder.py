@@ -44,8 +44,8 @@ and Gymnasium and on the CPU, so a rebuild is close to, not bit-identical with, 
 shipped files.
 
 Hopper-v5 needs far more SAC steps (D4RL trained its behaviour policies for 1M
-steps). With the default 256-unit networks an update takes 15-30 ms on one thread
-of a 2-core machine, so 300k steps take about 1.5-3 hours and 1M steps 5-9 hours.
+steps). With the default 256-unit networks an update takes 20-30 ms on one thread
+of a 2-core machine, so 300k steps take about 2-3 hours and 1M steps 6-9 hours.
 A 100k-step build (``--n-sac-steps 100000 --n-transitions 200000 --random-steps
 5000 --eval-interval 5000``) took 36 minutes, and its SAC policy plateaued at a
 return of about 350, far below D4RL's Hopper expert (about 3,200); see
