@@ -15,6 +15,7 @@ balance model's β, the universal model with β fixed at each ``--betas`` value
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -24,16 +25,6 @@ import numpy as np
 from sk_o2o import FamO2OPolicy, IQLPolicy
 from sk_o2o.datasets import episode_returns, load_dataset
 from sk_o2o.rl.online import evaluate_policy
-
-
-class _FixedBalance:
-    """FamO2O's universal model acting with one β for every state."""
-
-    def __init__(self, policy: FamO2OPolicy, beta: float) -> None:
-        self.policy, self.beta = policy, beta
-
-    def predict(self, X) -> np.ndarray:
-        return self.policy.predict_with_balance(X, self.beta)
 
 
 def main() -> None:
@@ -59,6 +50,7 @@ def main() -> None:
         start = time.perf_counter()
 
         def score(policy, seed=seed) -> float:
+            # a policy: an estimator, or a callable from observations to actions
             returns = evaluate_policy(policy, env, n_episodes=args.episodes, seed=seed)
             return float(returns.mean())
 
@@ -69,7 +61,10 @@ def main() -> None:
             "seed": seed,
             "famo2o": score(famo2o),
             "famo2o_fixed_beta": {
-                str(beta): score(_FixedBalance(famo2o, beta)) for beta in args.betas
+                str(beta): score(
+                    functools.partial(famo2o.predict_with_balance, beta=beta)
+                )
+                for beta in args.betas
             },
             "chosen_beta": [
                 float(chosen.min()),
@@ -88,17 +83,13 @@ def main() -> None:
             f"{chosen.max():.2f})  fixed {fixed}  IQL {run['iql']:6.1f}",
             flush=True,
         )
-    summary = {
-        key: [float(np.mean(v)), float(np.std(v))]
-        for key, v in {
-            "famo2o": [r["famo2o"] for r in runs],
-            "iql": [r["iql"] for r in runs],
-            **{
-                f"famo2o_beta_{b}": [r["famo2o_fixed_beta"][str(b)] for r in runs]
-                for b in args.betas
-            },
-        }.items()
+    returns = {
+        "famo2o": [r["famo2o"] for r in runs],
+        "iql": [r["iql"] for r in runs],
     }
+    for b in args.betas:
+        returns[f"famo2o_beta_{b}"] = [r["famo2o_fixed_beta"][str(b)] for r in runs]
+    summary = {k: [float(np.mean(v)), float(np.std(v))] for k, v in returns.items()}
     print(
         "mean ± std over seeds:",
         {k: f"{m:.1f} ± {s:.1f}" for k, (m, s) in summary.items()},

@@ -157,20 +157,21 @@ class FAMRUnlearner(BaseUnlearner):
         if anchor_strength == "auto":
             kind = "samples" if data.classes is None else "classes"
             anchor_strength = AUTO_ANCHOR_STRENGTH[kind]
+        anchor_strength = float(anchor_strength)
         with self._progress(self.n_steps) as bar:
             record = famr_unlearn(
                 self.estimator_.module_,
                 self._module_log_probs(),
                 self._tensor(data.X_forget),
                 keep=self._tensor(data.keep, torch.bool),
-                anchor_strength=float(anchor_strength),
+                anchor_strength=anchor_strength,
                 lr=float(self.lr),
                 n_steps=int(self.n_steps),
                 batch_size=self.batch_size,
                 generator=self.generator_,
                 progress=bar,
             )
-        return {"anchor_strength": float(anchor_strength), **record}
+        return {"anchor_strength": anchor_strength, **record}
 
 
 class RetrainUnlearner(BaseUnlearner):
