@@ -227,8 +227,7 @@ class FamO2OIQLCore(_BalanceMixin, IQLCore):
         self, batch: Batch, beta: torch.Tensor | None, exchange: Exchange
     ) -> dict[str, torch.Tensor]:
         obs, actions = batch.observations, batch.actions
-        with torch.no_grad():
-            next_value = self.value(batch.next_observations).squeeze(-1)
+        next_value = self.next_value(batch.next_observations)
         q = self.critic(obs, actions)
         value = self.value(obs).squeeze(-1)
         log_prob = None

@@ -149,6 +149,11 @@ class IQLCore(nn.Module):
         """Q̄(s, a): the minimum over the target critics."""
         return self.target_critic(observations, actions).min(0).values
 
+    @torch.no_grad()
+    def next_value(self, next_observations: torch.Tensor) -> torch.Tensor:
+        """V(s') for the TD target, without gradient."""
+        return self.value(next_observations).squeeze(-1)
+
     def losses(
         self,
         batch: Batch,
@@ -157,8 +162,7 @@ class IQLCore(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """The three IQL losses at the current parameters, in update order."""
         target_q = self.target_q(batch.observations, batch.actions)
-        with torch.no_grad():
-            next_value = self.value(batch.next_observations).squeeze(-1)
+        next_value = self.next_value(batch.next_observations)
         value = self.value(batch.observations).squeeze(-1)
         log_prob = self.actor.log_prob(batch.observations, batch.actions, cond)
         q = self.critic(batch.observations, batch.actions)
@@ -245,8 +249,7 @@ class IQLCore(nn.Module):
         cond: torch.Tensor | None,
         exchange: Exchange,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            exchange.put("next_value", self.value(batch.next_observations).squeeze(-1))
+        exchange.put("next_value", self.next_value(batch.next_observations))
         value = self.value(batch.observations).squeeze(-1)
         log_prob = self.actor.log_prob(batch.observations, batch.actions, cond)
         target_q = exchange.get("target_q")
