@@ -13,8 +13,9 @@ ones, or MuJoCo ones built with ``python -m sk_o2o.datasets.builder``, e.g.
         hopper-medium-replay-v0 --seeds 0 1 2 --offline-steps 100000 \\
         --online-steps 100000 --eval-interval 10000
 
-Runs split over several processes (``--datasets`` each) are merged with
-``--report out1/famo2o_returns.json out2/famo2o_returns.json``.
+Runs split over several processes (``--datasets`` or ``--seeds`` each) are merged
+with ``--report out1/famo2o_returns.json out2/famo2o_returns.json``; ``--agents``
+runs some of the agents only.
 
 d3rlpy's IQL gets the same preprocessing as ours (standardised observations,
 rewards scaled by 1000 / return range, actions min-max scaled) and fine-tunes
@@ -34,7 +35,7 @@ from sk_o2o import FamO2OPolicy, IQLPolicy
 from sk_o2o.datasets import load_dataset, normalized_score
 from sk_o2o.rl.online import evaluate_policy
 
-AGENTS = ("FamO2O (ours)", "IQL (ours)", "IQL (d3rlpy)")
+AGENTS = {"famo2o": "FamO2O (ours)", "iql": "IQL (ours)", "d3rlpy": "IQL (d3rlpy)"}
 
 
 def run_ours(policy, data, args, seed: int) -> list[tuple[int, float]]:
@@ -105,6 +106,17 @@ def run_d3rlpy(data, args, seed: int) -> list[tuple[int, float]]:
     return [(step, float(np.mean(r))) for step, r in curve]
 
 
+def run_agent(key: str, data, args, seed: int) -> list[tuple[int, float]]:
+    """The (online step, raw return) curve of one agent on one seed."""
+    if key == "d3rlpy":
+        return run_d3rlpy(data, args, seed)
+    estimator = {"famo2o": FamO2OPolicy, "iql": IQLPolicy}[key]
+    policy = estimator(
+        n_steps=args.offline_steps, hidden_sizes=tuple(args.hidden), random_state=seed
+    )
+    return run_ours(policy, data, args, seed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["pendulum-medium-v0"])
@@ -114,6 +126,9 @@ def main() -> None:
     parser.add_argument("--eval-interval", type=int, default=1000)
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--hidden", nargs="+", type=int, default=[256, 256])
+    parser.add_argument(
+        "--agents", nargs="+", choices=list(AGENTS), default=list(AGENTS)
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmark_output"))
     parser.add_argument(
         "--report",
@@ -126,8 +141,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.report:
         merged: dict = {}
-        for path in args.report:
-            merged.update(json.loads(path.read_text()))
+        for path in args.report:  # runs of the same dataset and agent add up
+            for name, agents in json.loads(path.read_text()).items():
+                for agent, runs in agents.items():
+                    merged.setdefault(name, {}).setdefault(agent, []).extend(runs)
         report(merged, args.out)
         return
 
@@ -135,15 +152,8 @@ def main() -> None:
     for name in args.datasets:
         data = load_dataset(name)
         for seed in args.seeds:
-            common = {
-                "n_steps": args.offline_steps,
-                "hidden_sizes": tuple(args.hidden),
-                "random_state": seed,
-            }
             curves = {
-                AGENTS[0]: run_ours(FamO2OPolicy(**common), data, args, seed),
-                AGENTS[1]: run_ours(IQLPolicy(**common), data, args, seed),
-                AGENTS[2]: run_d3rlpy(data, args, seed),
+                AGENTS[key]: run_agent(key, data, args, seed) for key in args.agents
             }
             for agent, curve in curves.items():
                 normalised = [
