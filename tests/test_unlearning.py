@@ -125,7 +125,48 @@ def test_anchored_step_is_stable_and_converges_to_the_prox_fixed_point(lam, n_st
     torch.testing.assert_close(theta[0], anchor - g / lam, rtol=1e-3, atol=1e-5)
 
 
+def test_stationarity_is_the_objectives_gradient():
+    # ‖∇F(θ) + λ(θ − θ₀)‖ is the norm of the gradient of F + λ/2‖θ − θ₀‖²
+    torch.manual_seed(0)
+    theta = [torch.randn(4, 3, requires_grad=True), torch.randn(3, requires_grad=True)]
+    anchors = [torch.randn(4, 3), torch.randn(3)]
+    lam = 0.7
+
+    def forget_loss(params):
+        return params[0].sin().sum() + params[1].pow(3).sum()
+
+    grads = torch.autograd.grad(forget_loss(theta), theta)
+    anchored = forget_loss(theta) + lam / 2 * sum(
+        (t - a).square().sum() for t, a in zip(theta, anchors, strict=True)
+    )
+    expected = torch.cat([g.flatten() for g in torch.autograd.grad(anchored, theta)])
+    with torch.no_grad():
+        got = famr_module.stationarity(theta, grads, anchors, lam)
+    torch.testing.assert_close(got, expected.norm())
+
+
 # --------------------------------------------------------------------------- FAMR behaviour
+def test_tol_stops_at_the_anchored_optimum(fitted):
+    model, X, y = fitted
+    runs = {
+        tol: copy_of(model).set_params(tol=tol, n_steps=300).unlearn_classes([1], X, y)
+        for tol in (1e-2, None)
+    }
+    stopped, full = (runs[tol].unlearning_history_[-1] for tol in (1e-2, None))
+    assert stopped["converged"] and 0 < stopped["n_steps"] < 300
+    assert stopped["stationarity"] <= 1e-2
+    assert len(stopped["forget_loss_curve"]) == stopped["n_steps"]
+    assert not full["converged"] and full["n_steps"] == 300
+    # stopping early lands close to where running on does
+    early, late = runs[1e-2].predict_proba(X), runs[None].predict_proba(X)
+    np.testing.assert_allclose(early, late, atol=0.1)
+    assert (early.argmax(1) == late.argmax(1)).mean() > 0.97
+    assert (
+        abs(stopped["parameter_distance"] - full["parameter_distance"])
+        < 0.05 * (full["parameter_distance"])
+    )
+
+
 def test_a_very_large_anchor_keeps_the_weights(fitted):
     model, X, y = fitted
     model = copy_of(model).set_params(anchor_strength=1e8, lr=1e-2)
@@ -422,6 +463,11 @@ def test_membership_inference_score(digits):
             lambda m, X, y: m.set_params(anchor_strength="strong").unlearn(X[:5]),
             InvalidParameterError,
             "anchor_strength",
+        ),
+        (
+            lambda m, X, y: m.set_params(tol=-0.1).unlearn(X[:5]),
+            InvalidParameterError,
+            "tol",
         ),
         (
             lambda m, X, y: m.set_params(device="cuda:7").fit(X, y),

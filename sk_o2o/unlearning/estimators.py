@@ -70,7 +70,13 @@ class FAMRUnlearner(BaseUnlearner):
         predictions stay close to the original ones); each record holds the λ
         used.
     n_steps : int, default=100
-        Optimisation steps.
+        The most optimisation steps.
+    tol : float or None, default=3e-3
+        Stop early once the objective's gradient ‖∇F(θ) + λ(θ − θ₀)‖ has fallen
+        to ``tol`` times its value at θ₀ (on the step's forget samples): the
+        anchored optimum up to ``tol``. None always takes ``n_steps``. In the
+        benchmark, sample forgetting at the default λ stops after 10-20 steps
+        and class forgetting after 90-100, with the same accuracies as 100 steps.
     lr : float, default=1e-2
         Adam's step size (100 steps of 1e-2 reach the anchored optimum on the
         benchmark's MLPs; 1e-3 stops short of it, which acts as extra anchoring).
@@ -92,6 +98,8 @@ class FAMRUnlearner(BaseUnlearner):
         method's own figures and ``time_s``.
     device_ : torch.device
         FAMR's records add ``anchor_strength`` (the λ used),
+        ``n_steps`` (the steps taken), ``converged`` (stopped by ``tol``),
+        ``stationarity`` (the last relative gradient),
         ``forget_loss_initial``, ``forget_loss`` (F before and after),
         ``forget_loss_curve``, ``parameter_distance`` (‖θ − θ₀‖) and
         ``distance_bound``.
@@ -127,6 +135,7 @@ class FAMRUnlearner(BaseUnlearner):
             StrOptions({"auto"}),
         ],
         "n_steps": [Interval(Integral, 0, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left"), None],
         "lr": [_POSITIVE],
         "batch_size": [_COUNT, None],
     }
@@ -137,6 +146,7 @@ class FAMRUnlearner(BaseUnlearner):
         *,
         anchor_strength: float | Literal["auto"] = "auto",
         n_steps: int = 100,
+        tol: float | None = 3e-3,
         lr: float = 1e-2,
         batch_size: int | None = None,
         device: str | torch.device = "auto",
@@ -146,6 +156,7 @@ class FAMRUnlearner(BaseUnlearner):
         self.estimator = estimator
         self.anchor_strength = anchor_strength
         self.n_steps = n_steps
+        self.tol = tol
         self.lr = lr
         self.batch_size = batch_size
         self.device = device
@@ -169,6 +180,7 @@ class FAMRUnlearner(BaseUnlearner):
                 n_steps=int(self.n_steps),
                 batch_size=self.batch_size,
                 generator=self.generator_,
+                tol=None if self.tol is None else float(self.tol),
                 progress=bar,
             )
         return {"anchor_strength": anchor_strength, **record}

@@ -14,7 +14,8 @@ The solver is Adam on F with the anchor taken as an exact proximal step in Adam'
 own metric (:func:`anchored_adam_step`). Its fixed points are exactly the
 stationary points of the objective, ∇F(θ) + λ(θ − θ₀) = 0, and it is stable for
 any λ: as λ → ∞ the weights stay at θ₀, where plain Adam on the sum would jitter
-around θ₀ by about the learning rate.
+around θ₀ by about the learning rate. It stops early once the objective's
+gradient, ‖∇F(θ) + λ(θ − θ₀)‖, falls to ``tol`` times its value at θ₀.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "anchored_adam_step",
     "famr_unlearn",
     "parameter_distance",
+    "stationarity",
     "uniform_kl",
 ]
 
@@ -68,6 +70,19 @@ def parameter_distance(
     """‖θ − θ₀‖ over all parameter tensors."""
     diffs = torch._foreach_sub(list(params), list(anchors))
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(diffs)))
+
+
+def stationarity(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    anchors: Sequence[torch.Tensor],
+    anchor_strength: float,
+) -> torch.Tensor:
+    """‖∇F(θ) + λ(θ − θ₀)‖: the objective's gradient, zero at its optimum."""
+    total = torch._foreach_sub(list(params), list(anchors))
+    torch._foreach_mul_(total, anchor_strength)
+    torch._foreach_add_(total, list(grads))
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(total)))
 
 
 # --------------------------------------------------------------------------- solver
@@ -143,8 +158,9 @@ def famr_unlearn(
     n_steps: int,
     batch_size: int | None,
     generator: torch.Generator,
+    tol: float | None = None,
     progress=None,
-) -> dict[str, float | int | list[float]]:
+) -> dict[str, float | int | bool | list[float]]:
     """Run FAMR on ``module`` in place and return what was done.
 
     Parameters
@@ -160,19 +176,24 @@ def famr_unlearn(
     keep : bool tensor of shape (n_classes,) or None
         Classes the uniform target covers (all when None).
     anchor_strength, lr, n_steps : float, float, int
-        λ, Adam's step size and the number of steps.
+        λ, Adam's step size and the largest number of steps.
     batch_size : int or None
         Forget samples per step, drawn with ``generator``; None uses the whole
         forget set every step (the deterministic objective of the bound).
     generator : torch.Generator
         CPU generator for the minibatch indices.
+    tol : float or None, default=None
+        Stop before a step whose (minibatch) objective gradient ‖∇F(θ) +
+        λ(θ − θ₀)‖ is at most ``tol`` · ‖∇F(θ₀)‖; None takes all ``n_steps``.
     progress : tqdm bar, optional
 
     Returns
     -------
     record : dict
-        ``n_steps``, ``forget_loss_initial`` and ``forget_loss`` (F before and
-        after), ``forget_loss_curve`` (the minibatch F of every step),
+        ``n_steps`` (the steps taken), ``converged`` (whether ``tol`` stopped
+        it), ``stationarity`` (the last relative objective gradient, NaN
+        without ``tol``), ``forget_loss_initial`` and ``forget_loss`` (F before
+        and after), ``forget_loss_curve`` (the minibatch F of every step),
         ``parameter_distance`` (‖θ − θ₀‖), ``distance_bound`` (‖∇F(θ₀)‖/λ;
         infinite when λ = 0) and ``time_s``.
     """
@@ -186,6 +207,7 @@ def famr_unlearn(
     state = AdamState.zeros_like(params)
     curve: list[torch.Tensor] = []
     n = len(X_forget)
+    steps_taken, converged, relative_gradient = 0, False, math.nan
     for _ in range(n_steps):
         if batch_size is None or batch_size >= n:
             batch = X_forget
@@ -194,10 +216,18 @@ def famr_unlearn(
             batch = X_forget[idx.to(X_forget.device)]
         loss = uniform_kl(log_probs_of(batch), keep).mean()
         grads = torch.autograd.grad(loss, params, materialize_grads=True)
+        if tol is not None:
+            with torch.no_grad():
+                gradient = stationarity(params, grads, anchors, anchor_strength)
+            relative_gradient = float(gradient) / max(float(grad_norm), 1e-30)
+            if relative_gradient <= tol:
+                converged = True
+                break
         anchored_adam_step(
             params, grads, anchors, state, lr=lr, anchor_strength=anchor_strength
         )
         curve.append(loss.detach())
+        steps_taken += 1
         if progress is not None:
             progress.update(1)
     with torch.no_grad():
@@ -205,7 +235,9 @@ def famr_unlearn(
         distance = parameter_distance(params, anchors)
     bound = float(grad_norm) / anchor_strength if anchor_strength > 0 else math.inf
     return {
-        "n_steps": n_steps,
+        "n_steps": steps_taken,
+        "converged": converged,
+        "stationarity": relative_gradient,
         "forget_loss_initial": float(initial.detach()),
         "forget_loss": float(final),
         "forget_loss_curve": torch.stack(curve).tolist() if curve else [],
