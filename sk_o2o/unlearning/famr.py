@@ -10,12 +10,17 @@ touching only D_f. λ (``anchor_strength``) trades forgetting against staying at
 θ₀: for convex F the solution moves at most ‖∇F(θ₀)‖/λ from θ₀, the bound each
 run records next to the distance it actually moved.
 
-The solver is Adam on F with the anchor taken as an exact proximal step in Adam's
-own metric (:func:`anchored_adam_step`). Its fixed points are exactly the
-stationary points of the objective, ∇F(θ) + λ(θ − θ₀) = 0, and it is stable for
-any λ: as λ → ∞ the weights stay at θ₀, where plain Adam on the sum would jitter
-around θ₀ by about the learning rate. It stops early once the objective's
-gradient, ‖∇F(θ) + λ(θ − θ₀)‖, falls to ``tol`` times its value at θ₀.
+Two solvers, both stopping once the objective's gradient ∇F(θ) + λ(θ − θ₀) has
+fallen to ``tol`` times its value at θ₀ in its largest coordinate:
+
+- ``"lbfgs"`` (the default): torch's L-BFGS with a strong-Wolfe line search on
+  the whole forget set. The objective is deterministic and smooth, and L-BFGS
+  reaches a lower value of it in 10-30 iterations than Adam in 100 steps.
+- ``"adam"``: Adam on F with the anchor taken as an exact proximal step in
+  Adam's own metric (:func:`anchored_adam_step`), on minibatches if asked. Its
+  fixed points are exactly the stationary points of the objective, and it is
+  stable for any λ: as λ → ∞ the weights stay at θ₀, where plain Adam on the
+  sum would jitter around θ₀ by about the learning rate.
 """
 
 from __future__ import annotations
@@ -78,11 +83,14 @@ def stationarity(
     anchors: Sequence[torch.Tensor],
     anchor_strength: float,
 ) -> torch.Tensor:
-    """‖∇F(θ) + λ(θ − θ₀)‖: the objective's gradient, zero at its optimum."""
+    """‖∇F(θ) + λ(θ − θ₀)‖∞: the objective's largest gradient coordinate.
+
+    Zero at the objective's optimum; the ∞-norm is the one L-BFGS tests.
+    """
     total = torch._foreach_sub(list(params), list(anchors))
     torch._foreach_mul_(total, anchor_strength)
     torch._foreach_add_(total, list(grads))
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(total)))
+    return torch.stack(torch._foreach_norm(total, math.inf)).max()
 
 
 # --------------------------------------------------------------------------- solver
@@ -147,6 +155,75 @@ def _mean_forget_loss(
     return total / len(X)
 
 
+def _anchor_penalty(
+    params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """½‖θ − θ₀‖², with gradients to θ."""
+    return 0.5 * sum(
+        (p - a).square().sum() for p, a in zip(params, anchors, strict=True)
+    )
+
+
+def _adam(
+    params, anchors, forget_loss_of, *, anchor_strength, lr, n_steps, stop_below, bar
+):
+    """Anchored Adam steps; returns (F at each evaluation, steps, stopped early)."""
+    state = AdamState.zeros_like(params)
+    curve: list[torch.Tensor] = []
+    for step_index in range(n_steps):
+        loss = forget_loss_of()
+        curve.append(loss.detach())
+        grads = torch.autograd.grad(loss, params, materialize_grads=True)
+        if stop_below >= 0:
+            with torch.no_grad():
+                gradient = stationarity(params, grads, anchors, anchor_strength)
+            if float(gradient) <= stop_below:
+                return curve, step_index, True
+        anchored_adam_step(
+            params, grads, anchors, state, lr=lr, anchor_strength=anchor_strength
+        )
+        if bar is not None:
+            bar.update(1)
+    return curve, n_steps, False
+
+
+def _lbfgs(
+    params, anchors, forget_loss_of, *, anchor_strength, n_steps, stop_below, bar
+):
+    """torch's L-BFGS with a strong-Wolfe line search on the whole objective.
+
+    Returns (F at each evaluation, iterations, stopped early: gradient ∞-norm
+    at most ``stop_below``, or no more progress).
+    """
+    max_eval = 4 * n_steps  # the line search rarely needs more than 2 a step
+    optimizer = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=n_steps,
+        max_eval=max_eval,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=stop_below,
+    )
+    curve: list[torch.Tensor] = []
+
+    def objective() -> torch.Tensor:  # the line search needs the whole objective
+        optimizer.zero_grad(set_to_none=False)
+        loss = forget_loss_of()
+        total = loss + anchor_strength * _anchor_penalty(params, anchors)
+        total.backward()
+        curve.append(loss.detach())
+        return total
+
+    if n_steps > 0 and params:
+        optimizer.step(objective)
+    for p in params:
+        p.grad = None
+    n_iter = optimizer.state[params[0]].get("n_iter", 0) if params else 0
+    if bar is not None:
+        bar.update(n_iter)
+    return curve, n_iter, n_iter < n_steps and len(curve) < max_eval
+
+
 def famr_unlearn(
     module: nn.Module,
     log_probs_of: LogProbs,
@@ -154,10 +231,11 @@ def famr_unlearn(
     *,
     keep: torch.Tensor | None,
     anchor_strength: float,
-    lr: float,
     n_steps: int,
-    batch_size: int | None,
     generator: torch.Generator,
+    solver: str = "lbfgs",
+    lr: float = 1e-2,
+    batch_size: int | None = None,
     tol: float | None = None,
     progress=None,
 ) -> dict[str, float | int | bool | list[float]]:
@@ -175,27 +253,37 @@ def famr_unlearn(
         The forget set, on the module's device.
     keep : bool tensor of shape (n_classes,) or None
         Classes the uniform target covers (all when None).
-    anchor_strength, lr, n_steps : float, float, int
-        λ, Adam's step size and the largest number of steps.
-    batch_size : int or None
-        Forget samples per step, drawn with ``generator``; None uses the whole
-        forget set every step (the deterministic objective of the bound).
+    anchor_strength : float
+        λ.
+    n_steps : int
+        The most iterations (of Adam, or of L-BFGS, each with a line search).
     generator : torch.Generator
-        CPU generator for the minibatch indices.
+        CPU generator for Adam's minibatch indices.
+    solver : {"lbfgs", "adam"}, default="lbfgs"
+        ``"lbfgs"``: torch's L-BFGS with a strong-Wolfe line search on the
+        whole forget set. ``"adam"``: :func:`anchored_adam_step`, with
+        minibatches if ``batch_size`` is set.
+    lr : float, default=1e-2
+        Adam's step size.
+    batch_size : int or None, default=None
+        Adam only: forget samples per step, drawn with ``generator``; None uses
+        the whole forget set every step (the deterministic objective of the bound).
     tol : float or None, default=None
-        Stop before a step whose (minibatch) objective gradient ‖∇F(θ) +
-        λ(θ − θ₀)‖ is at most ``tol`` · ‖∇F(θ₀)‖; None takes all ``n_steps``.
+        Stop once the objective's gradient ‖∇F(θ) + λ(θ − θ₀)‖∞ is at most
+        ``tol`` · ‖∇F(θ₀)‖∞ (Adam: on the step's samples, before the step);
+        None takes all ``n_steps``.
     progress : tqdm bar, optional
 
     Returns
     -------
     record : dict
-        ``n_steps`` (the steps taken), ``converged`` (whether ``tol`` stopped
-        it), ``stationarity`` (the last relative objective gradient, NaN
-        without ``tol``), ``forget_loss_initial`` and ``forget_loss`` (F before
-        and after), ``forget_loss_curve`` (the minibatch F of every step),
-        ``parameter_distance`` (‖θ − θ₀‖), ``distance_bound`` (‖∇F(θ₀)‖/λ;
-        infinite when λ = 0) and ``time_s``.
+        ``solver``; ``n_steps`` (the iterations taken) and ``n_evaluations``
+        (forward-backward passes over the forget set or a batch); ``converged``
+        (stopped before ``n_steps``); ``stationarity`` (‖∇F(θ) + λ(θ − θ₀)‖∞ /
+        ‖∇F(θ₀)‖∞ at the end, on the whole forget set); ``forget_loss_initial``
+        and ``forget_loss`` (F before and after); ``forget_loss_curve`` (F at
+        every evaluation); ``parameter_distance`` (‖θ − θ₀‖);
+        ``distance_bound`` (‖∇F(θ₀)‖/λ; infinite when λ = 0) and ``time_s``.
     """
     start = time.perf_counter()
     module.eval()
@@ -204,42 +292,51 @@ def famr_unlearn(
     initial = _mean_forget_loss(log_probs_of, X_forget, keep)
     grads = torch.autograd.grad(initial, params, materialize_grads=True)
     grad_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
-    state = AdamState.zeros_like(params)
-    curve: list[torch.Tensor] = []
+    grad_sup = max((float(g.abs().max()) for g in grads), default=0.0)
+    stop_below = -1.0 if tol is None else tol * grad_sup
     n = len(X_forget)
-    steps_taken, converged, relative_gradient = 0, False, math.nan
-    for _ in range(n_steps):
-        if batch_size is None or batch_size >= n:
-            batch = X_forget
-        else:
-            idx = torch.randint(n, (batch_size,), generator=generator)
-            batch = X_forget[idx.to(X_forget.device)]
-        loss = uniform_kl(log_probs_of(batch), keep).mean()
-        grads = torch.autograd.grad(loss, params, materialize_grads=True)
-        if tol is not None:
-            with torch.no_grad():
-                gradient = stationarity(params, grads, anchors, anchor_strength)
-            relative_gradient = float(gradient) / max(float(grad_norm), 1e-30)
-            if relative_gradient <= tol:
-                converged = True
-                break
-        anchored_adam_step(
-            params, grads, anchors, state, lr=lr, anchor_strength=anchor_strength
+
+    def forget_loss_of() -> torch.Tensor:
+        if solver == "lbfgs" or batch_size is None or batch_size >= n:
+            return _mean_forget_loss(log_probs_of, X_forget, keep)
+        idx = torch.randint(n, (batch_size,), generator=generator)
+        return uniform_kl(log_probs_of(X_forget[idx.to(X_forget.device)]), keep).mean()
+
+    if solver == "lbfgs":
+        curve, n_iter, converged = _lbfgs(
+            params,
+            anchors,
+            forget_loss_of,
+            anchor_strength=anchor_strength,
+            n_steps=n_steps,
+            stop_below=max(stop_below, 0.0),
+            bar=progress,
         )
-        curve.append(loss.detach())
-        steps_taken += 1
-        if progress is not None:
-            progress.update(1)
+    else:
+        curve, n_iter, converged = _adam(
+            params,
+            anchors,
+            forget_loss_of,
+            anchor_strength=anchor_strength,
+            lr=lr,
+            n_steps=n_steps,
+            stop_below=stop_below,
+            bar=progress,
+        )
+    final = _mean_forget_loss(log_probs_of, X_forget, keep)
+    final_grads = torch.autograd.grad(final, params, materialize_grads=True)
     with torch.no_grad():
-        final = _mean_forget_loss(log_probs_of, X_forget, keep)
+        gradient = stationarity(params, final_grads, anchors, anchor_strength)
         distance = parameter_distance(params, anchors)
     bound = float(grad_norm) / anchor_strength if anchor_strength > 0 else math.inf
     return {
-        "n_steps": steps_taken,
+        "solver": solver,
+        "n_steps": n_iter,
+        "n_evaluations": len(curve),
         "converged": converged,
-        "stationarity": relative_gradient,
+        "stationarity": float(gradient) / max(grad_sup, 1e-30),
         "forget_loss_initial": float(initial.detach()),
-        "forget_loss": float(final),
+        "forget_loss": float(final.detach()),
         "forget_loss_curve": torch.stack(curve).tolist() if curve else [],
         "parameter_distance": float(distance),
         "distance_bound": bound,
