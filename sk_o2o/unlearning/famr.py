@@ -201,6 +201,8 @@ def _lbfgs(
         lr=1.0,
         max_iter=n_steps,
         max_eval=max_eval,
+        # scipy's default; torch's 100 would keep 200 copies of the weights
+        history_size=10,
         line_search_fn="strong_wolfe",
         tolerance_grad=stop_below,
     )
