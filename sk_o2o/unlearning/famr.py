@@ -195,6 +195,8 @@ def _lbfgs(
     Returns (F at each evaluation, iterations, stopped early: gradient ∞-norm
     at most ``stop_below``, or no more progress).
     """
+    if n_steps == 0 or not params:
+        return [], 0, False
     max_eval = 4 * n_steps  # the line search rarely needs more than 2 a step
     optimizer = torch.optim.LBFGS(
         params,
@@ -216,11 +218,10 @@ def _lbfgs(
         curve.append(loss.detach())
         return total
 
-    if n_steps > 0 and params:
-        optimizer.step(objective)
+    optimizer.step(objective)
     for p in params:
         p.grad = None
-    n_iter = optimizer.state[params[0]].get("n_iter", 0) if params else 0
+    n_iter = optimizer.state[params[0]]["n_iter"]
     if bar is not None:
         bar.update(n_iter)
     return curve, n_iter, n_iter < n_steps and len(curve) < max_eval
