@@ -55,6 +55,7 @@ METHODS = {
     "SSD": (SSDUnlearner, {}),
 }
 ANCHORS = (1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
+SOLVER_RECORD = ("n_steps", "n_evaluations", "converged", "stationarity")
 
 
 def load(name: str, seed: int = 0):
@@ -110,7 +111,7 @@ def unlearn(model, scenario, X_train, y_train, forget, args):
             X_retain=X_train[~forget],
             y_retain=y_train[~forget],
         )
-    return model.unlearning_history_[-1]["time_s"]
+    return model.unlearning_history_[-1]
 
 
 def main() -> None:
@@ -156,8 +157,13 @@ def main() -> None:
             for name, (cls, params) in METHODS.items():
                 model = cls(FrozenEstimator(net), random_state=args.seed, **params)
                 model.fit(X_train, y_train)
-                seconds = unlearn(model, scenario, X_train, y_train, forget, args)
-                rows[name] = {**evaluate_unlearning(model, *sets), "time_s": seconds}
+                record = unlearn(model, scenario, X_train, y_train, forget, args)
+                rows[name] = {
+                    **evaluate_unlearning(model, *sets),
+                    "time_s": record["time_s"],
+                    # how the solver got there: iterations, passes, stopped by tol?
+                    **{k: record[k] for k in SOLVER_RECORD if k in record},
+                }
             retrain_time = rows["retrain"]["time_s"]
             for row in rows.values():
                 row["time_ratio"] = row["time_s"] / retrain_time
@@ -166,13 +172,13 @@ def main() -> None:
                 model = FAMRUnlearner(
                     FrozenEstimator(net), anchor_strength=lam, random_state=args.seed
                 ).fit(X_train, y_train)
-                unlearn(model, scenario, X_train, y_train, forget, args)
-                record = model.unlearning_history_[-1]
+                record = unlearn(model, scenario, X_train, y_train, forget, args)
                 tradeoff.append(
                     {
                         "anchor_strength": lam,
                         **evaluate_unlearning(model, *sets),
                         "parameter_distance": record["parameter_distance"],
+                        **{k: record[k] for k in SOLVER_RECORD},
                     }
                 )
             key = f"{dataset}/{scenario}"
@@ -201,12 +207,18 @@ def main() -> None:
                     f"{r['time_ratio']:11.4f}",
                     flush=True,
                 )
+            famr = rows["FAMR"]
+            print(
+                f"FAMR solver: {famr['n_steps']} iterations, {famr['n_evaluations']} "
+                f"passes over the forget set, converged: {famr['converged']}"
+            )
             print("FAMR trade-off (anchor_strength: forget / retain / test / MIA):")
             for t in tradeoff:
                 print(
                     f"  {t['anchor_strength']:8g}: {t['forget_accuracy']:.3f} / "
                     f"{t['retain_accuracy']:.3f} / {t['test_accuracy']:.3f} / "
-                    f"{t['mia']:.3f}",
+                    f"{t['mia']:.3f} ({t['n_steps']} iterations, "
+                    f"converged: {t['converged']})",
                     flush=True,
                 )
     (args.out / "unlearning.json").write_text(json.dumps(results, indent=1))
