@@ -15,10 +15,11 @@ at the start of the step, as in CORL's IQL: they share no parameters, so one
 backward pass and one fused Adam step over all networks give exactly the
 gradients of three separate steps, at a fraction of the cost. On a CPU with two or
 more torch threads, the step runs in two halves on two threads (the critics; the
-value network and the actor), which exchange only Q̄(s, a) and V(s'): the same
-numbers, without an OpenMP fork-join per kernel. The authors' JAX
-code instead steps V first and uses the updated V in the advantage and the TD
-target, a one-step lag of a slowly moving network (documented departure).
+value network and the actor), which exchange only Q̄(s, a) and a signal that
+V(s') has been read before V steps: the same numbers, without an OpenMP
+fork-join per kernel. The authors' JAX code instead steps V first and uses the
+updated V in the advantage and the TD target, a one-step lag of a slowly moving
+network (documented departure).
 """
 
 from __future__ import annotations
@@ -192,10 +193,10 @@ class IQLCore(nn.Module):
         soft_update(self.target_critic, self.critic, self.config.tau)
         return {k: v.detach() for k, v in losses.items()}
 
-    # The step in two halves, one per thread. The critics' half needs V(s') from the
-    # other; the value/actor half needs Q̄(s, a) from this one; nothing else is
-    # shared (each half steps the Adam groups of its own networks, and only the
-    # critics' half touches the target critics), so the result is the joint step's.
+    # The step in two halves, one per thread. The critics' half reads V(s') before
+    # the value/actor half steps V; that half needs Q̄(s, a) from this one; nothing
+    # else is shared (each half steps the Adam groups of its own networks, and only
+    # the critics' half touches the target critics), so the result is the joint step's.
     _CRITIC_GROUPS, _VALUE_ACTOR_GROUPS = (0,), (1, 2)
 
     @contextlib.contextmanager
@@ -221,8 +222,11 @@ class IQLCore(nn.Module):
         try:
             target_q = self.target_q(batch.observations, batch.actions)
             exchange.put("target_q", target_q)
+            # V(s') here, not in the other half: that half is the longer one (the
+            # actor's log-likelihood); it steps V only after this read.
+            next_value = self.next_value(batch.next_observations)
+            exchange.put("next_value_read", None)
             q = self.critic(batch.observations, batch.actions)
-            next_value = exchange.get("next_value")
             c_loss = critic_loss(
                 q, batch.rewards, batch.dones, next_value, self.config.gamma
             )
@@ -249,7 +253,6 @@ class IQLCore(nn.Module):
         cond: torch.Tensor | None,
         exchange: Exchange,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        exchange.put("next_value", self.next_value(batch.next_observations))
         value = self.value(batch.observations).squeeze(-1)
         log_prob = self.actor.log_prob(batch.observations, batch.actions, cond)
         target_q = exchange.get("target_q")
@@ -260,5 +263,6 @@ class IQLCore(nn.Module):
         for param in (*self.value.parameters(), *self.actor.parameters()):
             param.grad = None
         (v_loss + a_loss).backward()
+        exchange.get("next_value_read")  # V(s') must see V before this step
         self.optimizer.step_groups(self._VALUE_ACTOR_GROUPS)
         return v_loss.detach(), a_loss.detach()
