@@ -168,16 +168,21 @@ def main() -> None:
 
 def report(results: dict, out: Path) -> None:
     """Print the table of normalised returns and write one learning-curve plot each."""
-    print("\nD4RL-normalised return, mean ± std over seeds")
-    print(f"{'dataset':30s}{'agent':16s}{'after offline':>18s}{'after online':>18s}")
+    print("\nD4RL-normalised return, mean ± std over seeds (last 3: each seed's mean")
+    print("of its last three evaluations, less noisy than the last one alone)")
+    header = ("after offline", "after online", "last 3 online")
+    print(f"{'dataset':30s}{'agent':16s}" + "".join(f"{h:>18s}" for h in header))
     for name, agents in results.items():
         for agent, runs in agents.items():
-            offline = np.array([run[0][1] for run in runs])
-            online = np.array([run[-1][1] for run in runs])
+            columns = (
+                np.array([run[0][1] for run in runs]),
+                np.array([run[-1][1] for run in runs]),
+                np.array([np.mean([r for _, r in run[-3:]]) for run in runs]),
+            )
             print(
                 f"{name:30s}{agent:16s}"
-                f"{offline.mean():10.1f} ± {offline.std():5.1f}"
-                f"{online.mean():10.1f} ± {online.std():5.1f}"
+                + "".join(f"{c.mean():10.1f} ± {c.std():5.1f}" for c in columns)
+                + f"   ({len(runs)} seeds)"
             )
     try:
         import matplotlib
