@@ -177,7 +177,8 @@ def report(results: dict, out: Path) -> None:
             columns = (
                 np.array([run[0][1] for run in runs]),
                 np.array([run[-1][1] for run in runs]),
-                np.array([np.mean([r for _, r in run[-3:]]) for run in runs]),
+                # online evaluations only: run[0] is the one after the offline phase
+                np.array([np.mean([r for _, r in run[1:][-3:]]) for run in runs]),
             )
             print(
                 f"{name:30s}{agent:16s}"
