@@ -35,7 +35,13 @@ from sk_o2o.unlearning import (
 from sk_o2o.unlearning import famr as famr_module
 from sk_o2o.unlearning.baselines import random_wrong_labels
 from sk_o2o.unlearning.estimators import AUTO_ANCHOR_STRENGTH
-from sk_o2o.unlearning.famr import AdamState, anchored_adam_step, uniform_kl
+from sk_o2o.unlearning.famr import (
+    AdamState,
+    anchored_adam_step,
+    renormalized_target,
+    target_kl,
+    uniform_kl,
+)
 
 BASELINES = [
     RetrainUnlearner,
@@ -247,6 +253,61 @@ def test_forgetting_varies_monotonically_with_the_anchor(fitted):
     assert losses == sorted(losses)
 
 
+@settings(deadline=None, max_examples=30)
+@given(
+    st.integers(2, 8).flatmap(
+        lambda k: st.tuples(
+            st.lists(st.floats(-20, 20), min_size=k, max_size=k),
+            st.lists(st.booleans(), min_size=k, max_size=k).filter(any),
+        )
+    )
+)
+def test_renormalized_target_is_the_prediction_without_the_forgotten_classes(case):
+    logits, keep = (torch.tensor(v) for v in case)
+    log_probs = torch.log_softmax(logits[None], -1)
+    target = renormalized_target(log_probs, keep)
+    assert torch.allclose(target.sum(-1), torch.ones(1), atol=1e-5)
+    assert torch.all(target[:, ~keep] == 0)
+    # kept classes keep their odds against one another
+    expected = log_probs.exp()[:, keep] / log_probs.exp()[:, keep].sum()
+    assert torch.allclose(target[:, keep], expected, atol=1e-5)
+    # the KL to it is zero at the target itself and positive elsewhere
+    at_target = torch.log(target.clamp_min(1e-30))
+    assert float(target_kl(at_target, target)) < 1e-4
+    assert (
+        float(target_kl(torch.log_softmax(torch.zeros(1, len(keep)), -1), target)) >= 0
+    )
+
+
+def test_renormalized_target_needs_forgotten_classes(fitted):
+    model, X, y = fitted
+    model = copy_of(model).set_params(forget_target="renormalized")
+    before = weights(model)
+    with pytest.raises(ValueError, match="forget_target='renormalized' needs"):
+        model.unlearn(X[:5], y[:5])
+    assert torch.equal(weights(model), before) and not model.unlearning_history_
+
+
+@pytest.mark.parametrize(("solver", "batch_size"), [("lbfgs", None), ("adam", 8)])
+def test_renormalized_target_is_reached_by_both_solvers(fitted, solver, batch_size):
+    model, X, y = fitted
+    trained = model.predict_proba(X[y == 1])
+    model = copy_of(model).set_params(
+        forget_target="renormalized",
+        anchor_strength=1e-4,
+        solver=solver,
+        batch_size=batch_size,
+        n_steps=300,
+    )
+    model.unlearn_classes([1], X, y)
+    expected = trained.copy()
+    expected[:, 1] = 0
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(model.predict_proba(X[y == 1]), expected, atol=0.1)
+    record = model.unlearning_history_[-1]
+    assert record["forget_loss"] < 0.1 * record["forget_loss_initial"]
+
+
 @pytest.fixture(scope="module")
 def digits():
     X, y = load_digits(return_X_y=True)
@@ -274,6 +335,24 @@ def test_famr_forgets_a_digit_and_keeps_the_others(digits):
     assert record["classes"] == [3]
     assert record["n_forget"] == int((y_train == 3).sum())
     assert record["method"] == "FAMRUnlearner"
+
+
+def test_renormalized_target_forgets_a_digit_and_keeps_the_rest_better(digits):
+    X_train, X_test, y_train, y_test = digits
+    trained = FAMRUnlearner(device="cpu", random_state=0).fit(X_train, y_train)
+    other = y_test != 3
+    accuracy = {}
+    for target in ("uniform", "renormalized"):
+        model = copy_of(trained).set_params(forget_target=target)
+        model.unlearn_classes([3], X_train, y_train)
+        assert model.score(X_test[~other], y_test[~other]) <= 0.1
+        accuracy[target] = model.score(X_test[other], y_test[other])
+    # The uniform target pulls digit 3 towards the other classes' boundaries
+    # and costs a little test accuracy on them; the renormalised one much less.
+    assert (
+        accuracy["renormalized"] >= trained.score(X_test[other], y_test[other]) - 0.01
+    )
+    assert accuracy["renormalized"] >= accuracy["uniform"]
 
 
 def test_retraining_never_predicts_a_forgotten_class(digits):
@@ -492,6 +571,11 @@ def test_membership_inference_score(digits):
             lambda m, X, y: m.set_params(solver="sgd").unlearn(X[:5]),
             InvalidParameterError,
             "solver",
+        ),
+        (
+            lambda m, X, y: m.set_params(forget_target="soft").unlearn(X[:5]),
+            InvalidParameterError,
+            "forget_target",
         ),
         (
             lambda m, X, y: m.set_params(tol=-0.1).unlearn(X[:5]),

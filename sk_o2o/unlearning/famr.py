@@ -10,6 +10,11 @@ touching only D_f. λ (``anchor_strength``) trades forgetting against staying at
 θ₀: for convex F the solution moves at most ‖∇F(θ₀)‖/λ from θ₀, the bound each
 run records next to the distance it actually moved.
 
+Our extension for class forgetting replaces u by :func:`renormalized_target`,
+the trained model's prediction with the forgotten classes taken out (what a
+model retrained without them predicts, if it learns the same posterior); F is
+then the KL divergence to that fixed target (:func:`target_kl`).
+
 Two solvers, both stopping once the objective's gradient ∇F(θ) + λ(θ − θ₀) has
 fallen to ``tol`` times its value at θ₀ in its largest coordinate:
 
@@ -38,7 +43,9 @@ __all__ = [
     "anchored_adam_step",
     "famr_unlearn",
     "parameter_distance",
+    "renormalized_target",
     "stationarity",
+    "target_kl",
     "uniform_kl",
 ]
 
@@ -67,6 +74,43 @@ def uniform_kl(log_probs: torch.Tensor, keep: torch.Tensor | None = None):
     if keep is not None:
         log_probs = log_probs[:, keep]
     return -math.log(log_probs.shape[-1]) - log_probs.mean(-1)
+
+
+def renormalized_target(log_probs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The trained model's prediction with the forgotten classes taken out.
+
+    q_k = p_k / Σ_{j kept} p_j for kept classes k, 0 for the others: what a
+    model retrained without those classes predicts if it learns the same
+    posterior (for a Bayes-optimal classifier, exactly p(y | x, y kept)).
+
+    Parameters
+    ----------
+    log_probs : tensor of shape (n, n_classes)
+        log p_θ₀(·|x) of the trained model.
+    keep : bool tensor of shape (n_classes,)
+
+    Returns
+    -------
+    target : tensor of shape (n, n_classes), rows summing to one
+    """
+    kept = log_probs.masked_fill(~keep, -math.inf)
+    return torch.softmax(kept, dim=-1)
+
+
+def target_kl(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """KL(q ‖ p(·|x)) per sample for fixed soft targets q (zeros allowed).
+
+    Parameters
+    ----------
+    log_probs : tensor of shape (n, n_classes)
+    target : tensor of shape (n, n_classes)
+
+    Returns
+    -------
+    kl : tensor of shape (n,)
+    """
+    log_target = torch.where(target > 0, target.log(), torch.zeros_like(target))
+    return (target * (log_target - log_probs)).sum(-1)
 
 
 def parameter_distance(
@@ -145,12 +189,26 @@ def anchored_adam_step(
 
 
 # --------------------------------------------------------------------------- loop
+def _forget_kl(
+    log_probs: torch.Tensor, keep: torch.Tensor | None, target: torch.Tensor | None
+) -> torch.Tensor:
+    """Per-sample forget loss: KL to uniform, or to ``target`` when given."""
+    return (
+        uniform_kl(log_probs, keep) if target is None else target_kl(log_probs, target)
+    )
+
+
 def _mean_forget_loss(
-    log_probs_of: LogProbs, X: torch.Tensor, keep: torch.Tensor | None
+    log_probs_of: LogProbs,
+    X: torch.Tensor,
+    keep: torch.Tensor | None,
+    target: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """F on the whole forget set, evaluated in chunks (keeps the graph)."""
+    targets = [None] * len(X.split(_CHUNK)) if target is None else target.split(_CHUNK)
     total = sum(
-        uniform_kl(log_probs_of(chunk), keep).sum() for chunk in X.split(_CHUNK)
+        _forget_kl(log_probs_of(chunk), keep, chunk_target).sum()
+        for chunk, chunk_target in zip(X.split(_CHUNK), targets, strict=True)
     )
     return total / len(X)
 
@@ -236,6 +294,7 @@ def famr_unlearn(
     anchor_strength: float,
     n_steps: int,
     generator: torch.Generator,
+    forget_target: str = "uniform",
     solver: str = "lbfgs",
     lr: float = 1e-2,
     batch_size: int | None = None,
@@ -255,7 +314,11 @@ def famr_unlearn(
     X_forget : tensor of shape (n_forget, ...)
         The forget set, on the module's device.
     keep : bool tensor of shape (n_classes,) or None
-        Classes the uniform target covers (all when None).
+        Classes the target covers (all when None).
+    forget_target : {"uniform", "renormalized"}, default="uniform"
+        F's target on the forget set: uniform over the kept classes (the
+        paper's), or :func:`renormalized_target` of the model at θ₀ (needs
+        some classes dropped from ``keep``, else it is the model itself).
     anchor_strength : float
         λ.
     n_steps : int
@@ -292,7 +355,16 @@ def famr_unlearn(
     module.eval()
     params = [p for p in module.parameters() if p.requires_grad]
     anchors = [p.detach().clone() for p in params]
-    initial = _mean_forget_loss(log_probs_of, X_forget, keep)
+    target = None
+    if forget_target == "renormalized":
+        with torch.no_grad():
+            target = torch.cat(
+                [
+                    renormalized_target(log_probs_of(c), keep)
+                    for c in X_forget.split(_CHUNK)
+                ]
+            )
+    initial = _mean_forget_loss(log_probs_of, X_forget, keep, target)
     grads = torch.autograd.grad(initial, params, materialize_grads=True)
     grad_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
     grad_sup = max((float(g.abs().max()) for g in grads), default=0.0)
@@ -301,9 +373,10 @@ def famr_unlearn(
 
     def forget_loss_of() -> torch.Tensor:
         if solver == "lbfgs" or batch_size is None or batch_size >= n:
-            return _mean_forget_loss(log_probs_of, X_forget, keep)
-        idx = torch.randint(n, (batch_size,), generator=generator)
-        return uniform_kl(log_probs_of(X_forget[idx.to(X_forget.device)]), keep).mean()
+            return _mean_forget_loss(log_probs_of, X_forget, keep, target)
+        idx = torch.randint(n, (batch_size,), generator=generator).to(X_forget.device)
+        batch_target = None if target is None else target[idx]
+        return _forget_kl(log_probs_of(X_forget[idx]), keep, batch_target).mean()
 
     if solver == "lbfgs":
         curve, n_iter, converged = _lbfgs(
@@ -326,7 +399,7 @@ def famr_unlearn(
             stop_below=stop_below,
             bar=progress,
         )
-    final = _mean_forget_loss(log_probs_of, X_forget, keep)
+    final = _mean_forget_loss(log_probs_of, X_forget, keep, target)
     final_grads = torch.autograd.grad(final, params, materialize_grads=True)
     with torch.no_grad():
         gradient = stationarity(params, final_grads, anchors, anchor_strength)
