@@ -619,7 +619,7 @@ def test_unfitted_and_missing_data_errors():
 
 @pytest.mark.parametrize(
     ("solver", "patched"),
-    [("adam", "anchored_adam_step"), ("lbfgs", "_anchor_penalty")],
+    [("adam", "anchored_adam_step"), ("lbfgs", "_forget_kl")],
 )
 def test_an_interrupted_unlearning_restores_the_model(
     fitted, monkeypatch, solver, patched
