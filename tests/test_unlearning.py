@@ -298,6 +298,7 @@ def test_renormalized_target_is_reached_by_both_solvers(fitted, solver, batch_si
         solver=solver,
         batch_size=batch_size,
         n_steps=300,
+        tol=None,  # minibatch gradients are too noisy to stop on
     )
     model.unlearn_classes([1], X, y)
     expected = trained.copy()
