@@ -5,6 +5,10 @@ with batch 256 and 256-256 MLPs, in one process, on the same device. Each runs
 ``--steps`` gradient steps through its public ``fit`` (sampling included) after a
 short warm-up; the script prints gradient steps per second and the ratio.
 
+``--single-thread`` also times sk_o2o's steps with one torch thread, where a step
+is not split in two, and reports the ceiling of the split on two threads: twice
+that rate against d3rlpy's, the ratio a perfect split with no hand-off would give.
+
     python benchmarks/iql_throughput.py --steps 2000 --device cpu
 """
 
@@ -80,6 +84,20 @@ def d3rlpy_runner(data: dict, device: str):
     return run
 
 
+def single_threaded(run):
+    """``run`` with one torch thread (sk_o2o's step then runs whole)."""
+
+    def run_1(n_steps):
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return run(n_steps)
+        finally:
+            torch.set_num_threads(n_threads)
+
+    return run_1
+
+
 def _load_average() -> float | None:
     try:
         return round(os.getloadavg()[0], 2)
@@ -98,6 +116,11 @@ def main() -> None:
     parser.add_argument("--transitions", type=int, default=100_000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--single-thread",
+        action="store_true",
+        help="also time sk_o2o with one thread: the two-thread split's ceiling",
+    )
     args = parser.parse_args()
     load_before = _load_average()
     data = make_data(args.transitions)
@@ -106,6 +129,9 @@ def main() -> None:
         "sk_o2o_famo2o": sk_o2o_runner(data, args.device, "FamO2OPolicy"),
         "d3rlpy_iql": d3rlpy_runner(data, args.device),
     }
+    if args.single_thread:
+        for name in ("sk_o2o_iql", "sk_o2o_famo2o"):
+            runners[f"{name}_1thread"] = single_threaded(runners[name])
     for run in runners.values():
         run(50)  # warm-up
     # Alternate the runners so that a slow spell of a shared machine hits all; report
@@ -124,6 +150,13 @@ def main() -> None:
         **{f"{name}_steps_per_s": round(v, 1) for name, v in median.items()},
         "ratio_iql": round(median["sk_o2o_iql"] / median["d3rlpy_iql"], 2),
         "ratio_famo2o": round(median["sk_o2o_famo2o"] / median["d3rlpy_iql"], 2),
+        # a step split perfectly over two threads would run at twice the 1-thread rate
+        **{
+            f"ceiling_{name}": round(2 * median[f"sk_o2o_{name}_1thread"] / d3, 2)
+            for name in ("iql", "famo2o")
+            if f"sk_o2o_{name}_1thread" in median
+            for d3 in [median["d3rlpy_iql"]]
+        },
         # Other processes on a shared machine change the figures (with two torch
         # threads, OpenMP's per-kernel fork-join suffers most): record the load.
         "load_average_1min": [load_before, _load_average()],
