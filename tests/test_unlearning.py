@@ -288,6 +288,25 @@ def test_renormalized_target_needs_forgotten_classes(fitted):
     assert torch.equal(weights(model), before) and not model.unlearning_history_
 
 
+def test_famr_unlearn_refuses_a_target_it_cannot_use():
+    module = nn.Linear(3, 4)
+
+    def log_probs_of(x):
+        return torch.log_softmax(module(x), -1)
+
+    X = torch.randn(5, 3)
+    common = {"anchor_strength": 1.0, "n_steps": 3, "generator": torch.Generator()}
+    for keep, target, match in (
+        (None, "renormalized", "needs forgotten classes"),
+        (torch.ones(4, dtype=torch.bool), "renormalized", "needs forgotten classes"),
+        (None, "soft", "forget_target must be"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            famr_module.famr_unlearn(
+                module, log_probs_of, X, keep=keep, forget_target=target, **common
+            )
+
+
 @pytest.mark.parametrize(("solver", "batch_size"), [("lbfgs", None), ("adam", 8)])
 def test_renormalized_target_is_reached_by_both_solvers(fitted, solver, batch_size):
     model, X, y = fitted

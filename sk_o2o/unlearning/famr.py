@@ -346,6 +346,15 @@ def famr_unlearn(
         every evaluation); ``parameter_distance`` (‖θ − θ₀‖);
         ``distance_bound`` (‖∇F(θ₀)‖/λ; infinite when λ = 0) and ``time_s``.
     """
+    if forget_target not in ("uniform", "renormalized"):
+        raise ValueError(
+            f"forget_target must be 'uniform' or 'renormalized', got {forget_target!r}."
+        )
+    if forget_target == "renormalized" and (keep is None or bool(keep.all())):
+        raise ValueError(
+            "forget_target='renormalized' needs forgotten classes (keep with some "
+            "False): with every class kept the target is the model itself."
+        )
     start = time.perf_counter()
     module.eval()
     params = [p for p in module.parameters() if p.requires_grad]
