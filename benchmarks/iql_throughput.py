@@ -152,10 +152,11 @@ def main() -> None:
         "ratio_famo2o": round(median["sk_o2o_famo2o"] / median["d3rlpy_iql"], 2),
         # a step split perfectly over two threads would run at twice the 1-thread rate
         **{
-            f"ceiling_{name}": round(2 * median[f"sk_o2o_{name}_1thread"] / d3, 2)
+            f"ceiling_{name}": round(
+                2 * median[f"sk_o2o_{name}_1thread"] / median["d3rlpy_iql"], 2
+            )
             for name in ("iql", "famo2o")
             if f"sk_o2o_{name}_1thread" in median
-            for d3 in [median["d3rlpy_iql"]]
         },
         # Other processes on a shared machine change the figures (with two torch
         # threads, OpenMP's per-kernel fork-join suffers most): record the load.

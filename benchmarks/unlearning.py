@@ -262,16 +262,17 @@ def plot(results: dict, out: Path) -> None:
     )
     metrics = {"forget_accuracy": "o", "retain_accuracy": "s", "test_accuracy": "^"}
     for ax, (key, run) in zip(axes[0], runs.items(), strict=True):
+        uniform = run["famr_tradeoff"]
+        renormalized = run.get("famr_tradeoff_renormalized")
+        lams = [r["anchor_strength"] for r in uniform]
         for metric, marker in metrics.items():
             name = metric.split("_")[0]
-            t = run["famr_tradeoff"]
-            lams = [r["anchor_strength"] for r in t]
-            (line,) = ax.plot(lams, [r[metric] for r in t], marker + "-", label=name)
-            if "famr_tradeoff_renormalized" in run:
-                t = run["famr_tradeoff_renormalized"]
+            values = [r[metric] for r in uniform]
+            (line,) = ax.plot(lams, values, marker + "-", label=name)
+            if renormalized is not None:
                 ax.plot(
                     lams,
-                    [r[metric] for r in t],
+                    [r[metric] for r in renormalized],
                     marker + "--",
                     color=line.get_color(),
                     mfc="none",

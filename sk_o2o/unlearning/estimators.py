@@ -193,12 +193,6 @@ class FAMRUnlearner(BaseUnlearner):
                 f"batch_size={self.batch_size!r} needs solver='adam': L-BFGS "
                 "steps on the whole forget set (use batch_size=None)."
             )
-        if self.forget_target == "renormalized" and data.classes is None:
-            raise ValueError(
-                "forget_target='renormalized' needs unlearn_classes: with every "
-                "class kept, the renormalised target is the trained model's own "
-                "prediction and nothing would be forgotten."
-            )
         anchor_strength = self.anchor_strength
         if anchor_strength == "auto":
             kind = "samples" if data.classes is None else "classes"

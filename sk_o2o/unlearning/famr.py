@@ -205,10 +205,11 @@ def _mean_forget_loss(
     target: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """F on the whole forget set, evaluated in chunks (keeps the graph)."""
-    targets = [None] * len(X.split(_CHUNK)) if target is None else target.split(_CHUNK)
+    chunks = X.split(_CHUNK)
+    targets = (None,) * len(chunks) if target is None else target.split(_CHUNK)
     total = sum(
         _forget_kl(log_probs_of(chunk), keep, chunk_target).sum()
-        for chunk, chunk_target in zip(X.split(_CHUNK), targets, strict=True)
+        for chunk, chunk_target in zip(chunks, targets, strict=True)
     )
     return total / len(X)
 
@@ -352,8 +353,9 @@ def famr_unlearn(
         )
     if forget_target == "renormalized" and (keep is None or bool(keep.all())):
         raise ValueError(
-            "forget_target='renormalized' needs forgotten classes (keep with some "
-            "False): with every class kept the target is the model itself."
+            "forget_target='renormalized' needs forgotten classes (unlearn_classes; "
+            "here: keep with some False): with every class kept the target is the "
+            "trained model's own prediction and nothing would be forgotten."
         )
     start = time.perf_counter()
     module.eval()
