@@ -35,7 +35,18 @@ from sk_o2o import FamO2OPolicy, IQLPolicy
 from sk_o2o.datasets import load_dataset, normalized_score
 from sk_o2o.rl.online import evaluate_policy
 
-AGENTS = {"famo2o": "FamO2O (ours)", "iql": "IQL (ours)", "d3rlpy": "IQL (d3rlpy)"}
+AGENTS = {
+    "famo2o": "FamO2O (ours)",
+    "famo2o_authors": "FamO2O, authors' weights",
+    "iql": "IQL (ours)",
+    "d3rlpy": "IQL (d3rlpy)",
+}
+DEFAULT_AGENTS = ["famo2o", "iql", "d3rlpy"]
+ESTIMATORS = {  # key: (class, parameters other than the run's)
+    "famo2o": (FamO2OPolicy, {}),
+    "famo2o_authors": (FamO2OPolicy, {"advantage_weighting": "batch_mean"}),
+    "iql": (IQLPolicy, {}),
+}
 
 
 def run_ours(policy, data, args, seed: int) -> list[tuple[int, float]]:
@@ -110,9 +121,12 @@ def run_agent(key: str, data, args, seed: int) -> list[tuple[int, float]]:
     """The (online step, raw return) curve of one agent on one seed."""
     if key == "d3rlpy":
         return run_d3rlpy(data, args, seed)
-    estimator = {"famo2o": FamO2OPolicy, "iql": IQLPolicy}[key]
+    estimator, params = ESTIMATORS[key]
     policy = estimator(
-        n_steps=args.offline_steps, hidden_sizes=tuple(args.hidden), random_state=seed
+        n_steps=args.offline_steps,
+        hidden_sizes=tuple(args.hidden),
+        random_state=seed,
+        **params,
     )
     return run_ours(policy, data, args, seed)
 
@@ -127,7 +141,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--hidden", nargs="+", type=int, default=[256, 256])
     parser.add_argument(
-        "--agents", nargs="+", choices=list(AGENTS), default=list(AGENTS)
+        "--agents", nargs="+", choices=list(AGENTS), default=DEFAULT_AGENTS
     )
     parser.add_argument("--out", type=Path, default=Path("benchmark_output"))
     parser.add_argument(
@@ -171,7 +185,7 @@ def report(results: dict, out: Path) -> None:
     print("\nD4RL-normalised return, mean ± std over seeds (last 3: each seed's mean")
     print("of its last three evaluations, less noisy than the last one alone)")
     header = ("after offline", "after online", "last 3 online")
-    print(f"{'dataset':30s}{'agent':16s}" + "".join(f"{h:>18s}" for h in header))
+    print(f"{'dataset':30s}{'agent':26s}" + "".join(f"{h:>18s}" for h in header))
     for name, agents in results.items():
         for agent, runs in agents.items():
             columns = (
@@ -181,7 +195,7 @@ def report(results: dict, out: Path) -> None:
                 np.array([np.mean([r for _, r in run[1:][-3:]]) for run in runs]),
             )
             print(
-                f"{name:30s}{agent:16s}"
+                f"{name:30s}{agent:26s}"
                 + "".join(f"{c.mean():10.1f} ± {c.std():5.1f}" for c in columns)
                 + f"   ({len(runs)} seeds)"
             )

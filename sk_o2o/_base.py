@@ -170,6 +170,7 @@ class TorchEstimator(BaseEstimator):
         }
         header = {
             "format_version": FORMAT_VERSION,
+            "sk_o2o_version": _package_version(),
             "class": type(self).__name__,
             "params": _to_json(self.get_params(deep=False)),
             "state": _to_json(self._get_json_state()),
@@ -267,5 +268,19 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimato
     estimator = registry[header["class"]](**header["params"])
     if device is not None:
         estimator.set_params(device=device)
-    estimator._set_state(header["state"], tensors)
+    try:
+        estimator._set_state(header["state"], tensors)
+    except RuntimeError as error:  # load_state_dict: missing, unexpected or reshaped
+        written_by = header.get("sk_o2o_version", "an earlier version")
+        raise ValueError(
+            f"the weights in {os.fspath(path)!r} do not fit {header['class']} of "
+            f"sk_o2o {_package_version()} (the file was written by sk_o2o "
+            f"{written_by}); refit the model and save it again."
+        ) from error
     return estimator
+
+
+def _package_version() -> str:
+    from sk_o2o import __version__
+
+    return __version__

@@ -12,7 +12,9 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 
 from sk_o2o import FamO2OPolicy
 from sk_o2o.datasets import load_dataset
-from sk_o2o.rl.balance import BalanceModel, balance_code
+from sk_o2o.rl.algos.famo2o import batch_mean_advantage_weights
+from sk_o2o.rl.algos.iql import actor_loss
+from sk_o2o.rl.balance import BalanceModel, balance_code, temperature_loss
 
 FAST = {"hidden_sizes": (32, 32), "device": "cpu", "random_state": 0}
 
@@ -56,11 +58,81 @@ def test_balance_model_stays_inside_its_range(obs, noise, low, width):
     assert ((mode >= low) & (mode <= low + width + 1e-5)).all()
 
 
+def test_balance_model_is_a_tanh_gaussian_with_one_learned_std():
+    # The authors' π_b: mean from the state, one state-independent log-std.
+    torch.manual_seed(0)
+    model = BalanceModel(3, (16,), (1.0, 5.0))
+    assert model.log_std.shape == ()
+    with torch.no_grad():
+        model.log_std.fill_(-0.7)
+    obs, noise = torch.randn(64, 3), torch.randn(64)
+    beta, log_prob = model.sample(obs, noise)
+    mean = model.net(obs).squeeze(-1)
+    reference = torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(mean, torch.tensor(-0.7).exp()),
+        [torch.distributions.TanhTransform()],
+    )
+    x = (beta - 1.0) / 2.0 - 1.0  # back to (-1, 1)
+    np.testing.assert_allclose(
+        log_prob.detach().numpy(),
+        reference.log_prob(x).detach().numpy(),
+        atol=1e-3,
+    )
+    np.testing.assert_allclose(
+        model.mode(obs).detach().numpy(),
+        (1.0 + (torch.tanh(mean) + 1.0) * 2.0).detach().numpy(),
+        rtol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("entropy_gap", [-1.0, 1.0])
+def test_temperature_rises_while_the_entropy_is_below_its_target(entropy_gap):
+    log_alpha = torch.tensor(0.3, requires_grad=True)
+    target = -0.5
+    log_prob = torch.full((16,), -(target + entropy_gap))  # H = target + gap
+    loss = temperature_loss(log_alpha, log_prob, target)
+    loss.backward()
+    assert loss.item() == pytest.approx(np.exp(0.3) * entropy_gap, rel=1e-6)
+    # gradient descent moves log α against the gap: up when H < H_target
+    assert np.sign(-log_alpha.grad.item()) == -np.sign(entropy_gap)
+
+
 def test_beta_changes_the_universal_models_actions(trained, data):
     X = data.observations[:200]
     low_beta = trained.predict_with_balance(X, 1.0)
     high_beta = trained.predict_with_balance(X, 5.0)
     assert np.abs(low_beta - high_beta).mean() > 1e-3
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    advantage=hnp.arrays(np.float32, (12,), elements=st.floats(-5, 5, width=32)),
+    beta=hnp.arrays(np.float32, (12,), elements=st.floats(0.5, 10, width=32)),
+    log_prob=hnp.arrays(np.float32, (12,), elements=st.floats(-5, 5, width=32)),
+)
+def test_batch_mean_weights_give_the_authors_broadcast_loss(advantage, beta, log_prob):
+    # The authors' loss: -mean over (i, j) of min(exp(β_i A_j), 100) · log π_j.
+    matrix = np.minimum(np.exp(beta[:, None].astype(np.float64) * advantage[None]), 100)
+    authors = -(matrix * log_prob[None]).mean()
+    weights = batch_mean_advantage_weights(
+        torch.from_numpy(advantage), torch.from_numpy(beta)
+    )
+    ours = actor_loss(torch.from_numpy(log_prob), weights)
+    assert ours.item() == pytest.approx(authors, rel=1e-4, abs=1e-4)
+
+
+def test_batch_mean_weighting_trains_the_members_alike(trained, data):
+    # With every sample weighted alike at each β, the β code carries no signal.
+    authors = FamO2OPolicy(
+        n_steps=400, log_interval=100, advantage_weighting="batch_mean", **FAST
+    ).fit(data)
+    X = data.observations[:500]
+
+    def spread(policy):
+        low, high = (policy.predict_with_balance(X, b) for b in (1.0, 5.0))
+        return np.abs(low - high).mean()
+
+    assert spread(authors) < 0.5 * spread(trained)
 
 
 def test_predict_balance_inside_range_and_actions_in_bounds(trained, data):
@@ -118,6 +190,8 @@ def test_same_seed_same_policy(data):
         ({"balance_range": (1.0,)}, "balance_range"),
         ({"algo": "cql"}, "algo"),
         ({"balance_update_interval": 0}, "balance_update_interval"),
+        ({"advantage_weighting": "mean"}, "advantage_weighting"),
+        ({"algo": "td3bc", "advantage_weighting": "batch_mean"}, "advantage_weighting"),
     ],
 )
 def test_invalid_parameters_are_named(data, params, match):

@@ -180,14 +180,20 @@ def _write(path, tensors, header=None):
     save_file(tensors, str(path), metadata=metadata)
 
 
-def test_load_refuses_foreign_class(policy, tmp_path):
+def _saved(policy, tmp_path):
+    """The header and tensors of ``policy``'s saved file."""
     from safetensors import safe_open
 
-    good = tmp_path / "model.safetensors"
-    policy.save(good)
-    with safe_open(str(good), framework="pt", device="cpu") as f:
-        header = json.loads(f.metadata()["sk_o2o"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    path = tmp_path / "model.safetensors"
+    policy.save(path)
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return json.loads(f.metadata()["sk_o2o"]), {
+            k: f.get_tensor(k) for k in f.keys()
+        }
+
+
+def test_load_refuses_foreign_class(policy, tmp_path):
+    header, tensors = _saved(policy, tmp_path)
     for name in ("os.system", "BaseEstimator", "TorchEstimator", "print"):
         evil = tmp_path / "evil.safetensors"
         _write(evil, tensors, {**header, "class": name})
@@ -203,17 +209,23 @@ def test_load_refuses_foreign_safetensors(tmp_path):
 
 
 def test_load_refuses_unknown_format_version(policy, tmp_path):
-    from safetensors import safe_open
-
-    good = tmp_path / "model.safetensors"
-    policy.save(good)
-    with safe_open(str(good), framework="pt", device="cpu") as f:
-        header = json.loads(f.metadata()["sk_o2o"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    header, tensors = _saved(policy, tmp_path)
     future = tmp_path / "future.safetensors"
     _write(future, tensors, {**header, "format_version": 99})
     with pytest.raises(ValueError, match="unsupported sk_o2o model format 99"):
         sk_o2o.load(future)
+
+
+def test_load_refuses_weights_of_another_version(policy, tmp_path):
+    # e.g. a FamO2O file from before π_b's log-std became one number
+    header, tensors = _saved(policy, tmp_path)
+    assert header["sk_o2o_version"] == sk_o2o.__version__
+    name = next(k for k in tensors if k.startswith("core."))
+    tensors[name + "_renamed"] = tensors.pop(name)
+    old = tmp_path / "old.safetensors"
+    _write(old, tensors, {k: v for k, v in header.items() if k != "sk_o2o_version"})
+    with pytest.raises(ValueError, match=r"do not fit IQLPolicy.*an earlier version"):
+        sk_o2o.load(old)
 
 
 def test_load_refuses_a_pickle(policy, tmp_path):

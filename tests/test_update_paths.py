@@ -4,6 +4,7 @@ the IQL/FamO2O step split over two CPU threads."""
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 import pytest
@@ -102,7 +103,15 @@ def test_second_thread_splits_and_restores_torch_threads():
         assert worker is None
 
 
-@pytest.mark.parametrize("estimator", [IQLPolicy, FamO2OPolicy])
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        IQLPolicy,
+        FamO2OPolicy,
+        functools.partial(FamO2OPolicy, advantage_weighting="batch_mean"),
+    ],
+    ids=["IQLPolicy", "FamO2OPolicy", "FamO2OPolicy-batch_mean"],
+)
 def test_two_threads_give_the_one_thread_result(
     estimator, make_transitions, monkeypatch
 ):
@@ -128,7 +137,8 @@ def test_two_threads_give_the_one_thread_result(
     data = make_transitions(n=120, obs_dim=3, act_dim=2, seed=3)
     X = data["observations"]
     params = {**SMALL, "n_steps": 12, "balance_update_interval": 2}
-    if estimator is IQLPolicy:
+    is_famo2o = estimator is not IQLPolicy
+    if not is_famo2o:
         params.pop("balance_update_interval")
     predictions = []
     for n_threads in (1, 2):
@@ -138,7 +148,7 @@ def test_two_threads_give_the_one_thread_result(
         predictions.append(policy.predict(X))
     np.testing.assert_array_equal(predictions[0], predictions[1])
     assert calls["halves"] > 0
-    assert (calls["balance_halves"] > 0) == (estimator is FamO2OPolicy)
+    assert (calls["balance_halves"] > 0) == is_famo2o
 
 
 def test_an_error_in_the_worker_half_reaches_fit(monkeypatch, make_transitions):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sk_o2o.rl.networks import LOG_STD_MAX, LOG_STD_MIN, MLP
+from sk_o2o.rl.networks import MLP
 
 __all__ = [
     "BALANCE_CODE_DIM",
@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 BALANCE_CODE_DIM = 6
+_LOG_STD_MIN, _LOG_STD_MAX = -10.0, 2.0  # the authors' clip for π_b's log-std
 
 
 def balance_code(beta: torch.Tensor) -> torch.Tensor:
@@ -44,6 +45,8 @@ def balance_code(beta: torch.Tensor) -> torch.Tensor:
 class BalanceModel(nn.Module):
     """π_b(β | s): a 1-D tanh-Gaussian over x ∈ (-1, 1), mapped into the range.
 
+    As in the authors' code, the mean is an MLP of the state and the log-std a
+    single learned number (state-independent, starting at 0, clipped to [−10, 2]).
     β = lo + (x + 1) / 2 · (hi − lo), so β always lies inside ``balance_range``.
     (The authors' CQL code maps x·(hi − lo) + lo, which leaves the range; we do not.)
     """
@@ -52,24 +55,21 @@ class BalanceModel(nn.Module):
         self, obs_dim: int, hidden: Sequence[int], balance_range: tuple[float, float]
     ):
         super().__init__()
-        self.net = MLP(obs_dim, hidden, 2)
+        self.net = MLP(obs_dim, hidden, 1)
+        self.log_std = nn.Parameter(torch.zeros(()))
         self.low, self.high = (float(v) for v in balance_range)
 
     def to_beta(self, x: torch.Tensor) -> torch.Tensor:
         return self.low + (x + 1.0) * (0.5 * (self.high - self.low))
 
-    def _mean_log_std(self, observations: torch.Tensor):
-        mean, log_std = self.net(observations).unbind(-1)
-        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-
     def mode(self, observations: torch.Tensor) -> torch.Tensor:
         """The β of the distribution's mean (used to act and to evaluate)."""
-        mean, _ = self._mean_log_std(observations)
-        return self.to_beta(torch.tanh(mean))
+        return self.to_beta(torch.tanh(self.net(observations).squeeze(-1)))
 
     def sample(self, observations: torch.Tensor, noise: torch.Tensor):
         """Reparameterised ``(beta, log_prob)`` from standard-normal ``noise``."""
-        mean, log_std = self._mean_log_std(observations)
+        mean = self.net(observations).squeeze(-1)
+        log_std = self.log_std.clamp(_LOG_STD_MIN, _LOG_STD_MAX)
         u = mean + log_std.exp() * noise
         x = torch.tanh(u)
         # log N(u; mean, std) − log(1 − tanh(u)²), the latter in a stable form
@@ -96,5 +96,10 @@ def balance_model_loss(
 def temperature_loss(
     log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float
 ) -> torch.Tensor:
-    """SAC's temperature loss: α_b rises while the entropy is below the target."""
-    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+    """α_b · (H − H_target), H = −E[log π_b(x|s)]: α_b rises while H is too low.
+
+    The authors' form; SAC's log α_b · (H − H_target) has the same sign, and its
+    gradient differs by the factor α_b.
+    """
+    entropy = -log_prob.detach().mean()
+    return log_alpha.exp() * (entropy - target_entropy)

@@ -215,6 +215,13 @@ class FamO2OPolicy(BaseRLPolicy):
         Learning rates of the balance model and its entropy temperature.
     target_entropy : float, default=-0.5
         Entropy target of the balance model's temperature.
+    advantage_weighting : {"per_sample", "batch_mean"}, default="per_sample"
+        How the universal model's samples are weighted (IQL only).
+        ``"per_sample"`` (the paper's objective): sample i by min(exp(β_i · A_i),
+        100), at its own β. ``"batch_mean"`` reproduces the authors' JAX IQL
+        code, where a broadcast makes sample j's weight the mean over the
+        batch's β_i of min(exp(β_i · A_j), 100): the same for every β code, so
+        the family's members learn alike.
     expectile, n_steps, batch_size, hidden_sizes, actor_lr, critic_lr, value_lr, \
 gamma, tau, normalize_observations, reward_scaling, action_bounds, device, \
 random_state, verbose, log_interval
@@ -252,6 +259,7 @@ random_state, verbose, log_interval
         "balance_lr": [Interval(Real, 0, None, closed="neither")],
         "alpha_lr": [Interval(Real, 0, None, closed="neither")],
         "target_entropy": [Real],
+        "advantage_weighting": [StrOptions({"per_sample", "batch_mean"})],
         "expectile": [Interval(Real, 0, 1, closed="neither")],
         "actor_lr": [Interval(Real, 0, None, closed="neither")],
         "critic_lr": [Interval(Real, 0, None, closed="neither")],
@@ -267,6 +275,7 @@ random_state, verbose, log_interval
         balance_lr: float = 3e-4,
         alpha_lr: float = 3e-4,
         target_entropy: float = -0.5,
+        advantage_weighting: str = "per_sample",
         expectile: float = 0.7,
         n_steps: int = 50_000,
         batch_size: int = 256,
@@ -290,6 +299,7 @@ random_state, verbose, log_interval
         self.balance_lr = balance_lr
         self.alpha_lr = alpha_lr
         self.target_entropy = target_entropy
+        self.advantage_weighting = advantage_weighting
         self.expectile = expectile
         self.n_steps = n_steps
         self.batch_size = batch_size
@@ -332,7 +342,16 @@ random_state, verbose, log_interval
             "target_entropy": float(self.target_entropy),
         }
         if self.algo == "iql":
-            base.update(expectile=self.expectile, value_lr=self.value_lr)
+            base.update(
+                expectile=self.expectile,
+                value_lr=self.value_lr,
+                batch_mean_weights=self.advantage_weighting == "batch_mean",
+            )
+        elif self.advantage_weighting != "per_sample":
+            raise ValueError(
+                f"advantage_weighting={self.advantage_weighting!r} applies to "
+                f"algo='iql' only; algo={self.algo!r} has no advantage weights."
+            )
         core_cls, config_cls = self._core_class()
         return core_cls(config_cls(**base), device)
 

@@ -10,13 +10,13 @@ One IQL step, in the authors' order (V, π_b, α_b, π_u, Q, target), with IQL's
 1. balance model (every ``balance_update_interval`` steps), through the frozen
    universal model and the target critics:
    L_b = E_s[ α_b · log π_b(x|s) − Q̄(s, ã) ],  β = map(x),  ã ~ π_u(·|s, enc(β));
-2. temperature: L_α = −E[ log α_b · (log π_b(x|s) + H_target) ];
+2. temperature: L_α = α_b · (H − H_target), H = −E[ log π_b(x|s) ];
 3. IQL's losses with the actor conditioned on enc(β) and each sample weighted by
    its *own* β: min(exp(β_i · A_i), 100). Offline, β_i ~ U[lo, hi]; online,
    β_i ~ π_b(·|s_i) without gradient. (The authors' IQL code broadcasts a (B,)
    advantage against (B, 1) betas into a (B, B) weight matrix, so the universal
    model gets no β-specific signal; we implement the per-sample form the paper
-   describes.)
+   describes by default, and the authors' form as ``batch_mean_weights``.)
 
 With TD3+BC the balance model's step is the same; the universal model is TD3+BC's
 deterministic actor conditioned on enc(β), its loss −λ_i Q + BC with λ_i = β_i /
@@ -40,10 +40,10 @@ from sk_o2o.rl._torch_utils import (
     step,
 )
 from sk_o2o.rl.algos.iql import (
+    MAX_ADVANTAGE_WEIGHT,
     IQLConfig,
     IQLCore,
     actor_loss,
-    advantage_weights,
     critic_loss,
     value_loss,
 )
@@ -61,7 +61,21 @@ __all__ = [
     "FamO2OIQLCore",
     "FamO2OTD3BCConfig",
     "FamO2OTD3BCCore",
+    "batch_mean_advantage_weights",
 ]
+
+
+def batch_mean_advantage_weights(
+    advantage: torch.Tensor, beta: torch.Tensor
+) -> torch.Tensor:
+    """The authors' JAX IQL weights: w_j = mean_i min(exp(β_i · A_j), 100).
+
+    Their code multiplies (B,) advantages by (B, 1) betas, which broadcasts to a
+    (B, B) matrix, and averages it against the (B,) log-likelihoods: every sample
+    is weighted by its advantage at all the batch's β, not at its own.
+    """
+    weights = torch.exp(beta.reshape(-1, 1) * advantage.reshape(1, -1))
+    return weights.clamp(max=MAX_ADVANTAGE_WEIGHT).mean(0)
 
 
 @dataclass(kw_only=True)
@@ -81,6 +95,7 @@ class FamO2OIQLConfig(IQLConfig, _BalanceConfig):
     """IQL's configuration plus the balance model's."""
 
     actor_cond_dim: int = BALANCE_CODE_DIM
+    batch_mean_weights: bool = False  # the authors' (B, B) broadcast
 
 
 @dataclass(kw_only=True)
@@ -149,6 +164,14 @@ class FamO2OIQLCore(_BalanceMixin, IQLCore):
     def __init__(self, config: FamO2OIQLConfig, device: torch.device):
         IQLCore.__init__(self, config, device)
         self._init_balance(config, device)
+
+    def actor_weights(
+        self, advantage: torch.Tensor, beta: torch.Tensor
+    ) -> torch.Tensor:
+        """min(exp(β_i · A_i), 100) per sample, or the authors' batch mean."""
+        if self.config.batch_mean_weights:
+            return batch_mean_advantage_weights(advantage, beta)
+        return super().actor_weights(advantage, beta)
 
     def update_universal(
         self, batch: Batch, beta: torch.Tensor
@@ -241,7 +264,7 @@ class FamO2OIQLCore(_BalanceMixin, IQLCore):
         self.optimizer.zero_grad(set_to_none=True)
         if log_prob is not None:
             a_loss = actor_loss(
-                log_prob, advantage_weights(target_q - value.detach(), beta)
+                log_prob, self.actor_weights(target_q - value.detach(), beta)
             )
             (v_loss + a_loss + c_loss).backward()
             exchange.get("beta")  # the balance step has read the actor
@@ -250,7 +273,7 @@ class FamO2OIQLCore(_BalanceMixin, IQLCore):
             beta = exchange.get("beta")
             log_prob = self.actor.log_prob(obs, actions, balance_code(beta))
             a_loss = actor_loss(
-                log_prob, advantage_weights(target_q - value.detach(), beta)
+                log_prob, self.actor_weights(target_q - value.detach(), beta)
             )
             a_loss.backward()
         self.optimizer.step()

@@ -150,6 +150,12 @@ class IQLCore(nn.Module):
         """Q̄(s, a): the minimum over the target critics."""
         return self.target_critic(observations, actions).min(0).values
 
+    def actor_weights(
+        self, advantage: torch.Tensor, beta: float | torch.Tensor
+    ) -> torch.Tensor:
+        """Each sample's weight in the actor loss (FamO2O may weight otherwise)."""
+        return advantage_weights(advantage, beta)
+
     @torch.no_grad()
     def next_value(self, next_observations: torch.Tensor) -> torch.Tensor:
         """V(s') for the TD target, without gradient."""
@@ -170,7 +176,7 @@ class IQLCore(nn.Module):
         return {
             "value_loss": value_loss(target_q, value, self.config.expectile),
             "actor_loss": actor_loss(
-                log_prob, advantage_weights(target_q - value.detach(), beta)
+                log_prob, self.actor_weights(target_q - value.detach(), beta)
             ),
             "critic_loss": critic_loss(
                 q, batch.rewards, batch.dones, next_value, self.config.gamma
@@ -258,7 +264,7 @@ class IQLCore(nn.Module):
         target_q = exchange.get("target_q")
         v_loss = value_loss(target_q, value, self.config.expectile)
         a_loss = actor_loss(
-            log_prob, advantage_weights(target_q - value.detach(), beta)
+            log_prob, self.actor_weights(target_q - value.detach(), beta)
         )
         for param in (*self.value.parameters(), *self.actor.parameters()):
             param.grad = None
