@@ -107,10 +107,11 @@ def test_second_thread_splits_and_restores_torch_threads():
     "estimator",
     [
         IQLPolicy,
+        functools.partial(IQLPolicy, actor_lr_schedule="cosine"),
         FamO2OPolicy,
         functools.partial(FamO2OPolicy, advantage_weighting="batch_mean"),
     ],
-    ids=["IQLPolicy", "FamO2OPolicy", "FamO2OPolicy-batch_mean"],
+    ids=["IQLPolicy", "IQLPolicy-cosine", "FamO2OPolicy", "FamO2OPolicy-batch_mean"],
 )
 def test_two_threads_give_the_one_thread_result(
     estimator, make_transitions, monkeypatch
@@ -137,7 +138,7 @@ def test_two_threads_give_the_one_thread_result(
     data = make_transitions(n=120, obs_dim=3, act_dim=2, seed=3)
     X = data["observations"]
     params = {**SMALL, "n_steps": 12, "balance_update_interval": 2}
-    is_famo2o = estimator is not IQLPolicy
+    is_famo2o = getattr(estimator, "func", estimator) is FamO2OPolicy
     if not is_famo2o:
         params.pop("balance_update_interval")
     predictions = []

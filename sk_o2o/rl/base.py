@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any, ClassVar
 
@@ -112,6 +112,10 @@ class BaseRLPolicy(TorchEstimator):
 
     def _core_class(self):
         raise NotImplementedError
+
+    def _actor_lr_schedule(self, n_steps: int, phase: str) -> Callable | None:
+        """``step -> actor learning rate`` for this training phase, or ``None``."""
+        return None
 
     # ------------------------------------------------------------------ sklearn API
     def __sklearn_tags__(self):
@@ -432,13 +436,18 @@ class BaseRLPolicy(TorchEstimator):
             ) as bar,
         ):
             log = _LossLog(self, phase, min(self.log_interval, n_steps), bar)
+            schedule = self._actor_lr_schedule(n_steps, phase)
             done = 0
             while done < n_steps:
                 chunk = min(_INDEX_CHUNK, n_steps - done)
-                for step_indices in self._batch_indices(chunk):
+                for i, step_indices in enumerate(self._batch_indices(chunk)):
+                    if schedule is not None:
+                        self.core_.set_actor_lr(schedule(done + i))
                     log.add(self._gradient_step(step_indices, phase))
                 done += chunk
             log.flush()
+            if schedule is not None:  # later phases train at the constant rate
+                self.core_.set_actor_lr(self.actor_lr)
 
     @contextlib.contextmanager
     def _training_threads(self) -> Iterator[None]:

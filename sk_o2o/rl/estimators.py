@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from numbers import Integral, Real
 
 import numpy as np
@@ -16,7 +18,7 @@ from sk_o2o.rl.algos.famo2o import (
     FamO2OTD3BCConfig,
     FamO2OTD3BCCore,
 )
-from sk_o2o.rl.algos.iql import IQLConfig, IQLCore
+from sk_o2o.rl.algos.iql import IQLConfig, IQLCore, cosine_decay
 from sk_o2o.rl.algos.td3bc import TD3BCConfig, TD3BCCore
 from sk_o2o.rl.balance import balance_code
 from sk_o2o.rl.base import BaseRLPolicy
@@ -41,6 +43,13 @@ _COMMON_CONSTRAINTS = {
 }
 
 
+def _offline_cosine(estimator, n_steps: int, phase: str) -> Callable | None:
+    """The actor's cosine decay over ``fit``'s steps, when the estimator asks."""
+    if phase != "offline" or estimator.actor_lr_schedule != "cosine":
+        return None
+    return functools.partial(cosine_decay, estimator.actor_lr, n_steps=n_steps)
+
+
 class IQLPolicy(BaseRLPolicy):
     """Implicit Q-Learning with one global improvement/constraint balance.
 
@@ -63,6 +72,11 @@ class IQLPolicy(BaseRLPolicy):
         Hidden layer widths of the actor, critics and value network.
     actor_lr, critic_lr, value_lr : float, default=3e-4
         Adam learning rates.
+    actor_lr_schedule : {"constant", "cosine"}, default="constant"
+        ``"cosine"`` decays the actor's learning rate from ``actor_lr`` towards 0
+        over the steps of :meth:`fit`, as the IQL authors' offline runs (and CORL's
+        and d3rlpy's IQL reproductions) do; :meth:`partial_fit` and
+        ``fit_online`` then train the actor at ``actor_lr`` again.
     gamma : float, default=0.99
         Discount factor.
     tau : float, default=0.005
@@ -124,6 +138,7 @@ class IQLPolicy(BaseRLPolicy):
         "beta": [Interval(Real, 0, None, closed="left")],
         "expectile": [Interval(Real, 0, 1, closed="neither")],
         "actor_lr": [Interval(Real, 0, None, closed="neither")],
+        "actor_lr_schedule": [StrOptions({"constant", "cosine"})],
         "critic_lr": [Interval(Real, 0, None, closed="neither")],
         "value_lr": [Interval(Real, 0, None, closed="neither")],
     }
@@ -137,6 +152,7 @@ class IQLPolicy(BaseRLPolicy):
         batch_size: int = 256,
         hidden_sizes: tuple[int, ...] = (256, 256),
         actor_lr: float = 3e-4,
+        actor_lr_schedule: str = "constant",
         critic_lr: float = 3e-4,
         value_lr: float = 3e-4,
         gamma: float = 0.99,
@@ -155,6 +171,7 @@ class IQLPolicy(BaseRLPolicy):
         self.batch_size = batch_size
         self.hidden_sizes = hidden_sizes
         self.actor_lr = actor_lr
+        self.actor_lr_schedule = actor_lr_schedule
         self.critic_lr = critic_lr
         self.value_lr = value_lr
         self.gamma = gamma
@@ -187,6 +204,9 @@ class IQLPolicy(BaseRLPolicy):
     def _update(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
         return self.core_.update(batch, beta=self.beta)
 
+    def _actor_lr_schedule(self, n_steps: int, phase: str) -> Callable | None:
+        return _offline_cosine(self, n_steps, phase)
+
 
 class FamO2OPolicy(BaseRLPolicy):
     """FamO2O: one universal policy family and a state-adaptive balance model.
@@ -215,6 +235,12 @@ class FamO2OPolicy(BaseRLPolicy):
         Learning rates of the balance model and its entropy temperature.
     target_entropy : float, default=-0.5
         Entropy target of the balance model's temperature.
+    actor_lr_schedule : {"constant", "cosine"}, default="constant"
+        IQL only. ``"cosine"`` decays the universal model's learning rate from
+        ``actor_lr`` towards 0 over the steps of :meth:`fit`, as in
+        :class:`IQLPolicy`; :meth:`partial_fit` and ``fit_online`` then train it
+        at ``actor_lr`` again. (The authors' FamO2O learner takes the same
+        schedule as its default.)
     advantage_weighting : {"per_sample", "batch_mean"}, default="per_sample"
         How the universal model's samples are weighted (IQL only).
         ``"per_sample"`` (the paper's objective): sample i by min(exp(β_i · A_i),
@@ -262,6 +288,7 @@ random_state, verbose, log_interval
         "advantage_weighting": [StrOptions({"per_sample", "batch_mean"})],
         "expectile": [Interval(Real, 0, 1, closed="neither")],
         "actor_lr": [Interval(Real, 0, None, closed="neither")],
+        "actor_lr_schedule": [StrOptions({"constant", "cosine"})],
         "critic_lr": [Interval(Real, 0, None, closed="neither")],
         "value_lr": [Interval(Real, 0, None, closed="neither")],
     }
@@ -281,6 +308,7 @@ random_state, verbose, log_interval
         batch_size: int = 256,
         hidden_sizes: tuple[int, ...] = (256, 256),
         actor_lr: float = 3e-4,
+        actor_lr_schedule: str = "constant",
         critic_lr: float = 3e-4,
         value_lr: float = 3e-4,
         gamma: float = 0.99,
@@ -305,6 +333,7 @@ random_state, verbose, log_interval
         self.batch_size = batch_size
         self.hidden_sizes = hidden_sizes
         self.actor_lr = actor_lr
+        self.actor_lr_schedule = actor_lr_schedule
         self.critic_lr = critic_lr
         self.value_lr = value_lr
         self.gamma = gamma
@@ -352,6 +381,11 @@ random_state, verbose, log_interval
                 f"advantage_weighting={self.advantage_weighting!r} applies to "
                 f"algo='iql' only; algo={self.algo!r} has no advantage weights."
             )
+        elif self.actor_lr_schedule != "constant":
+            raise ValueError(
+                f"actor_lr_schedule={self.actor_lr_schedule!r} applies to "
+                f"algo='iql' only, not algo={self.algo!r}."
+            )
         core_cls, config_cls = self._core_class()
         return core_cls(config_cls(**base), device)
 
@@ -390,6 +424,9 @@ random_state, verbose, log_interval
             )
         )
         return losses
+
+    def _actor_lr_schedule(self, n_steps: int, phase: str) -> Callable | None:
+        return _offline_cosine(self, n_steps, phase)
 
     def _policy_mode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.core_.act(obs)

@@ -25,6 +25,7 @@ network (documented departure).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ __all__ = [
     "IQLCore",
     "actor_loss",
     "advantage_weights",
+    "cosine_decay",
     "critic_loss",
     "expectile_loss",
     "value_loss",
@@ -95,6 +97,15 @@ def critic_loss(
     return (q - target).square().sum(0).mean()
 
 
+def cosine_decay(lr: float, step: int, n_steps: int) -> float:
+    """The authors' offline schedule of the actor's rate: lr · (1 + cos(π t / T)) / 2.
+
+    ``optax.cosine_decay_schedule(lr, T)`` at update ``t`` (0 for the first);
+    CORL's IQL and d3rlpy's IQL reproduction decay the actor the same way.
+    """
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, n_steps) / n_steps))
+
+
 # ----------------------------------------------------------------- networks + update
 @dataclass
 class IQLConfig:
@@ -137,6 +148,12 @@ class IQLCore(nn.Module):
             ],
             device,
         )
+
+    _ACTOR_GROUP = 2  # the optimiser's parameter groups: critics, value, actor
+
+    def set_actor_lr(self, lr: float) -> None:
+        """Set the actor's learning rate (for a schedule over the offline steps)."""
+        self.optimizer.param_groups[self._ACTOR_GROUP]["lr"] = float(lr)
 
     def to(self, device: torch.device) -> IQLCore:  # type: ignore[override]
         """Move networks and optimiser state to ``device``."""
@@ -203,7 +220,7 @@ class IQLCore(nn.Module):
     # the value/actor half steps V; that half needs Q̄(s, a) from this one; nothing
     # else is shared (each half steps the Adam groups of its own networks, and only
     # the critics' half touches the target critics), so the result is the joint step's.
-    _CRITIC_GROUPS, _VALUE_ACTOR_GROUPS = (0,), (1, 2)
+    _CRITIC_GROUPS, _VALUE_ACTOR_GROUPS = (0,), (1, _ACTOR_GROUP)
 
     @contextlib.contextmanager
     def halves_on(self, worker: SecondThread | None) -> Iterator[None]:

@@ -1,0 +1,72 @@
+"""IQL's recipe details: the actor's cosine learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sk_o2o import FamO2OPolicy, IQLPolicy
+from sk_o2o.rl.algos.iql import IQLCore, cosine_decay
+
+SMALL = {"hidden_sizes": (16, 16), "batch_size": 16, "random_state": 0}
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    lr=st.floats(1e-6, 1.0),
+    n_steps=st.integers(1, 10**6),
+    fraction=st.floats(0.0, 1.0),
+)
+def test_cosine_decay_falls_from_lr_to_zero(lr, n_steps, fraction):
+    step = int(fraction * n_steps)
+    value = cosine_decay(lr, step, n_steps)
+    assert cosine_decay(lr, 0, n_steps) == lr
+    assert cosine_decay(lr, n_steps, n_steps) == pytest.approx(0.0, abs=1e-12)
+    assert 0.0 <= value <= lr
+    assert value >= cosine_decay(lr, min(step + 1, n_steps), n_steps)
+    if 2 * step == n_steps:
+        assert value == pytest.approx(lr / 2)
+
+
+@pytest.mark.parametrize("estimator", [IQLPolicy, FamO2OPolicy])
+def test_cosine_schedule_decays_the_actor_only_during_fit(
+    estimator, make_transitions, monkeypatch
+):
+    data = make_transitions(n=100, obs_dim=3, act_dim=2, seed=1)
+    X, y = data["observations"], data["actions"]
+    applied = []
+    set_actor_lr = IQLCore.set_actor_lr
+
+    def spy(core, lr):
+        applied.append(lr)
+        set_actor_lr(core, lr)
+
+    monkeypatch.setattr(IQLCore, "set_actor_lr", spy)
+    constant = estimator(n_steps=40, **SMALL).fit(data)
+    assert applied == []
+    cosine = estimator(n_steps=40, actor_lr_schedule="cosine", **SMALL).fit(data)
+    # one rate per step, then the constant rate again for later phases
+    assert applied[:-1] == [cosine_decay(3e-4, k, 40) for k in range(40)]
+    assert applied[-1] == 3e-4
+    assert cosine.core_.optimizer.param_groups[IQLCore._ACTOR_GROUP]["lr"] == 3e-4
+    # The critics never see the actor: same batches, same critics, other actor.
+    np.testing.assert_array_equal(
+        constant.predict_value(X, y), cosine.predict_value(X, y)
+    )
+    assert not np.array_equal(constant.predict(X), cosine.predict(X))
+    applied.clear()
+    cosine.partial_fit({k: v[:20] for k, v in data.items()}, n_updates=5)
+    assert applied == []
+    assert math.isclose(cosine.core_.optimizer.param_groups[2]["lr"], 3e-4)
+
+
+def test_cosine_schedule_with_another_base_is_refused(make_transitions):
+    data = make_transitions(n=50, obs_dim=3, act_dim=2, seed=1)
+    with pytest.raises(ValueError, match="actor_lr_schedule"):
+        FamO2OPolicy(algo="td3bc", actor_lr_schedule="cosine", n_steps=2).fit(data)
+    with pytest.raises(ValueError, match="actor_lr_schedule"):
+        IQLPolicy(actor_lr_schedule="linear", n_steps=2).fit(data)
