@@ -39,6 +39,7 @@ AGENTS = {
     "famo2o": "FamO2O (ours)",
     "famo2o_authors": "FamO2O, authors' weights",
     "iql": "IQL (ours)",
+    "iql_cosine": "IQL (ours), cosine actor lr",
     "d3rlpy": "IQL (d3rlpy)",
 }
 DEFAULT_AGENTS = ["famo2o", "iql", "d3rlpy"]
@@ -46,6 +47,7 @@ ESTIMATORS = {  # key: (class, parameters other than the run's)
     "famo2o": (FamO2OPolicy, {}),
     "famo2o_authors": (FamO2OPolicy, {"advantage_weighting": "batch_mean"}),
     "iql": (IQLPolicy, {}),
+    "iql_cosine": (IQLPolicy, {"actor_lr_schedule": "cosine"}),
 }
 
 

@@ -19,7 +19,9 @@ value network and the actor), which exchange only Q̄(s, a) and a signal that
 V(s') has been read before V steps: the same numbers, without an OpenMP
 fork-join per kernel. The authors' JAX code instead steps V first and uses the
 updated V in the advantage and the TD target, a one-step lag of a slowly moving
-network (documented departure).
+network (documented departure). Their offline runs also decay the actor's
+learning rate with :func:`cosine_decay`; the estimators do on request
+(``actor_lr_schedule="cosine"``).
 """
 
 from __future__ import annotations
