@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 3.0, 5.0])
     parser.add_argument("--episodes", type=int, default=5)
+    parser.add_argument(
+        "--advantage-weighting", choices=["per_sample", "batch_mean"], default=None
+    )
     parser.add_argument("--out", type=Path, default=Path("famo2o_offline_seeds"))
     args = parser.parse_args()
     data = load_dataset(args.dataset, data_home=args.data_home)
@@ -54,7 +57,11 @@ def main() -> None:
             returns = evaluate_policy(policy, env, n_episodes=args.episodes, seed=seed)
             return float(returns.mean())
 
-        famo2o = FamO2OPolicy(n_steps=args.steps, random_state=seed).fit(data)
+        weighting = {}
+        if args.advantage_weighting is not None:
+            weighting["advantage_weighting"] = args.advantage_weighting
+        famo2o = FamO2OPolicy(n_steps=args.steps, random_state=seed, **weighting)
+        famo2o.fit(data)
         chosen = famo2o.predict_balance(data.observations)
         iql = IQLPolicy(n_steps=args.steps, random_state=seed).fit(data)
         run = {
