@@ -36,7 +36,9 @@ def main() -> None:
     parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 3.0, 5.0])
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument(
-        "--advantage-weighting", choices=["per_sample", "batch_mean"], default=None
+        "--advantage-weighting",
+        choices=["per_sample", "batch_mean"],
+        default="per_sample",
     )
     parser.add_argument("--out", type=Path, default=Path("famo2o_offline_seeds"))
     args = parser.parse_args()
@@ -57,11 +59,11 @@ def main() -> None:
             returns = evaluate_policy(policy, env, n_episodes=args.episodes, seed=seed)
             return float(returns.mean())
 
-        weighting = {}
-        if args.advantage_weighting is not None:
-            weighting["advantage_weighting"] = args.advantage_weighting
-        famo2o = FamO2OPolicy(n_steps=args.steps, random_state=seed, **weighting)
-        famo2o.fit(data)
+        famo2o = FamO2OPolicy(
+            n_steps=args.steps,
+            random_state=seed,
+            advantage_weighting=args.advantage_weighting,
+        ).fit(data)
         chosen = famo2o.predict_balance(data.observations)
         iql = IQLPolicy(n_steps=args.steps, random_state=seed).fit(data)
         run = {
