@@ -696,3 +696,112 @@ def test_a_frozen_trained_net_is_unlearned_without_retraining():
         FAMRUnlearner(FrozenEstimator(small_net())).fit(X, y)
     with pytest.raises(ValueError, match="not seen in fit"):
         FAMRUnlearner(FrozenEstimator(net)).fit(X, y + 3)
+
+
+class Scaled(nn.Module):
+    """A bare parameter: nothing to reset it with."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+        self.scale = nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return self.linear(x) * self.scale
+
+
+class WithUnusedHead(nn.Module):
+    """An auxiliary head that the forward pass never reaches."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+        self.aux = nn.Linear(16, 3)  # used by nothing in eval mode
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_forgotten_classes_stay_forgotten_in_later_calls(digits):
+    """Each call's uniform target covers only the classes not yet forgotten."""
+    X_train, X_test, y_train, y_test = digits
+    model = FAMRUnlearner(device="cpu", random_state=0).fit(X_train, y_train)
+    model.unlearn_classes([3], X_train, y_train)
+    without_3 = y_train != 3
+    model.unlearn_classes([5], X_train[without_3], y_train[without_3])
+    model.unlearn(X_train[:100])
+    predicted = model.predict(np.r_[X_train, X_test])
+    # Before the fix, the later calls' targets gave class 3 back 43, then 77 rows.
+    assert (predicted == 3).sum() <= 5 and (predicted == 5).sum() <= 5
+    assert (
+        model.score(X_test[~np.isin(y_test, [3, 5])], y_test[~np.isin(y_test, [3, 5])])
+        > 0.85
+    )
+    with pytest.raises(ValueError, match="not yet forgotten"):
+        model.unlearn_classes(
+            [c for c in range(10) if c not in (3, 5)], X_train, y_train
+        )
+
+
+def test_retraining_a_frozen_net_built_on_a_module_instance_starts_afresh():
+    from sklearn.frozen import FrozenEstimator
+    from skorch import NeuralNetClassifier
+
+    X, y = blobs()
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    net = NeuralNetClassifier(
+        module,
+        lr=1e-2,
+        max_epochs=30,
+        train_split=None,
+        verbose=0,
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.Adam,
+    ).fit(X, y)
+    assert net.module is net.module_  # skorch trained the instance in place
+    trained_loss = net.history[-1, "train_loss"]
+    net.set_params(max_epochs=1)
+    retrain = RetrainUnlearner(FrozenEstimator(net), random_state=0).fit(X, y)
+    retrain.unlearn_classes([2], X, y)
+    # one epoch from fresh weights, not a 31st epoch of the trained ones
+    assert retrain.estimator_.history[0, "train_loss"] > 5 * trained_loss
+
+    net = NeuralNetClassifier(
+        Scaled(), criterion=nn.CrossEntropyLoss, max_epochs=1, train_split=None
+    ).fit(X, y)
+    retrain = RetrainUnlearner(FrozenEstimator(net)).fit(X, y)
+    with pytest.raises(ValueError, match="reset_parameters"):
+        retrain.unlearn_classes([2], X, y)
+    assert retrain.unlearning_history_ == []
+
+
+def test_lbfgs_handles_parameters_the_forward_pass_skips():
+    X, y = blobs()
+
+    model = FAMRUnlearner(WithUnusedHead(), random_state=0).fit(X, y)
+    model.unlearn_classes([2], X, y)  # raised a TypeError before
+    assert (model.predict(X[y == 2]) == 2).mean() < 0.1
+
+
+def test_unlearn_pipeline_with_the_unlearner_alone():
+    X, y = blobs()
+    pipe = make_pipeline(FAMRUnlearner(small_net(), random_state=0)).fit(X, y)
+    unlearn_pipeline(pipe, X, y, classes=[1])
+    assert (pipe.predict(X[y == 1]) == 1).mean() < 0.1
+
+
+def test_random_labels_need_the_true_labels(fitted):
+    _model, X, y = fitted
+    unlearner = RandomLabelUnlearner(small_net(), random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="y_forget"):
+        unlearner.unlearn(X[:10])
+
+
+def test_cuda_and_cuda_0_name_the_same_device(monkeypatch):
+    from sk_o2o.unlearning.base import _indexed
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert _indexed(torch.device("cuda")) == _indexed(torch.device("cuda:0"))
+    assert _indexed(torch.device("cuda")) != torch.device("cuda:1")
+    assert _indexed(torch.device("cpu")) == torch.device("cpu")

@@ -228,7 +228,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 self._check_labels(y_forget, X_f, "y_forget"), "y_forget"
             )
         data = UnlearningData(
-            X_f, y_f, *self._retain(X_retain, y_retain), keep=self._all_classes()
+            X_f, y_f, *self._retain(X_retain, y_retain), keep=self._kept_classes()
         )
         return self._run(data)
 
@@ -260,8 +260,11 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 f"classes holds {unknown.tolist()!r}, not among the fitted "
                 f"classes_ {self.classes_.tolist()!r}."
             )
-        if len(forgotten) >= len(self.classes_):
-            raise ValueError("classes names every class: nothing would remain.")
+        keep = self._kept_classes() & ~np.isin(self.classes_, forgotten)
+        if not keep.any():
+            raise ValueError(
+                "classes names every class not yet forgotten: nothing would remain."
+            )
         X = self._check_rows(X, "X")
         y = self._check_labels(y, X, "y")
         y_encoded = self._encode(y, "y")
@@ -270,7 +273,6 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             raise ValueError(
                 f"X, y hold no sample of the classes {forgotten.tolist()!r}."
             )
-        keep = ~np.isin(self.classes_, forgotten)
         retained = ~in_forget
         data = UnlearningData(
             X[in_forget],
@@ -337,7 +339,8 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 f"NeuralNetClassifier; got an untrained {type(net).__name__}."
             )
         device = torch.device(net.device)
-        if self.device != "auto" and resolve_device(self.device) != device:
+        requested = _indexed(resolve_device(self.device))
+        if self.device != "auto" and requested != _indexed(device):
             raise ValueError(
                 f"device={self.device!r}, but the frozen net lives on {device}; "
                 "use device='auto' or move the net."
@@ -365,8 +368,13 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         return net.set_params(device=str(self.device_))
 
     def _fitted_net(self, X: np.ndarray, y_encoded: np.ndarray, seed: int):
-        net = self._new_net()
         with torch_seed_context(seed):  # initial weights and batch order
+            net = self._new_net()
+            if isinstance(self.estimator, FrozenEstimator) and isinstance(
+                net.module, nn.Module
+            ):  # retraining a net built around a module instance: skorch trained
+                # that instance in place, so its copy holds the trained weights
+                reset_parameters(net.module)
             net.fit(X, y_encoded)
         return net
 
@@ -382,8 +390,18 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
     def _progress(self, total: int):
         return progress_bar(total, verbose=self.verbose, desc=type(self).__name__)
 
-    def _all_classes(self) -> np.ndarray:
-        return np.ones(len(self.classes_), dtype=bool)
+    def _kept_classes(self) -> np.ndarray:
+        """Mask over ``classes_``: False for a class an earlier call forgot.
+
+        Read from ``unlearning_history_`` (saved with the model), so that a later
+        call's uniform or random target never brings a forgotten class back.
+        """
+        forgotten = [
+            label
+            for record in self.unlearning_history_
+            for label in (record["classes"] or [])
+        ]
+        return ~np.isin(self.classes_, np.asarray(forgotten, dtype=self.classes_.dtype))
 
     def _check_rows(self, X, name: str) -> np.ndarray:
         X = check_array(
@@ -471,6 +489,34 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             )
 
 
+def reset_parameters(module: nn.Module) -> None:
+    """Draw new weights for every layer of ``module``, in place.
+
+    Raises ``ValueError`` where a layer holds parameters but has no
+    ``reset_parameters`` method to draw them with.
+    """
+    stuck = []
+    for name, layer in module.named_modules():
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+        elif any(True for _ in layer.parameters(recurse=False)):
+            stuck.append(name or type(layer).__name__)
+    if stuck:
+        raise ValueError(
+            "retraining needs fresh weights, but the frozen net's module was "
+            f"passed as an instance and its layers {stuck!r} have no "
+            "reset_parameters(); build the net with the module class "
+            "(NeuralNetClassifier(MyModule, module__...=...)) instead."
+        )
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """``cuda`` as the ``cuda:N`` it stands for, so that the two compare equal."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _epochs(net: NeuralNetClassifier) -> list[dict[str, Any]]:
     """skorch's history as plain dicts, without the per-batch records."""
     return [{k: v for k, v in epoch.items() if k != "batches"} for epoch in net.history]
@@ -517,7 +563,9 @@ def unlearn_pipeline(
     head, unlearner = pipeline[:-1], pipeline[-1]
 
     def transform(data):
-        return None if data is None else head.transform(data)
+        if data is None or len(head) == 0:  # an empty Pipeline has no transform
+            return data
+        return head.transform(data)
 
     if classes is not None:
         if y is None:

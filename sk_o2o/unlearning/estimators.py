@@ -470,8 +470,9 @@ class RandomLabelUnlearner(BaseUnlearner):
     """Unlearning by fine-tuning on the forget set with random wrong labels.
 
     Each forget sample gets a label drawn once among the other classes (among
-    the remaining classes when whole classes are forgotten). With a retain set,
-    every forget batch is paired with a retain batch.
+    the remaining classes when whole classes are forgotten), so ``unlearn``
+    needs ``y_forget``. With a retain set, every forget batch is paired with a
+    retain batch.
 
     Parameters
     ----------
@@ -516,6 +517,9 @@ class RandomLabelUnlearner(BaseUnlearner):
         "lr": [_POSITIVE],
         "batch_size": [_COUNT],
     }
+    # "other classes" needs the true ones: drawn without them, about 1/K of the
+    # forget rows would be trained on their own label.
+    _needs_forget_labels = True
 
     def __init__(
         self,

@@ -264,6 +264,9 @@ def _lbfgs(
         optimizer.zero_grad(set_to_none=False)
         loss = forget_loss_of()
         loss.backward()
+        for p in params:  # a parameter the forward pass does not reach (an
+            if p.grad is None:  # auxiliary head off in eval mode) has none
+                p.grad = torch.zeros_like(p)
         # the anchor's value and gradient λ(θ − θ₀) in closed form, off the graph
         with torch.no_grad():
             diffs = torch._foreach_sub(params, anchors)
