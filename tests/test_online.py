@@ -8,6 +8,7 @@ gymnasium = pytest.importorskip("gymnasium")
 from sk_o2o.data import D4RL_KEYS  # noqa: E402
 from sk_o2o.rl.online import (  # noqa: E402
     collect_transitions,
+    copy_env,
     evaluate_policy,
     make_env,
 )
@@ -154,3 +155,52 @@ def test_collect_transitions_rejects_bad_n_steps():
         collect_transitions(None, ENV, n_steps=0)
     with pytest.raises(TypeError, match="n_steps"):
         collect_transitions(None, ENV, n_steps=2.5)
+
+
+class CountSteps(gymnasium.Wrapper):
+    """Counts steps; gymnasium cannot recreate it from a spec."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.n_steps = 0
+
+    def step(self, action):
+        self.n_steps += 1
+        return self.env.step(action)
+
+
+def test_copy_env_keeps_kwargs_and_time_limit_or_says_why_not():
+    env = gymnasium.make(ENV, max_episode_steps=20, g=2.0)
+    twin = copy_env(env)
+    assert twin is not env
+    assert twin.spec.max_episode_steps == 20 and twin.unwrapped.g == 2.0
+    with pytest.raises(ValueError, match="eval_env"):
+        copy_env(CountSteps(env))
+
+
+def test_fit_online_evaluates_on_the_training_env_copy_or_on_eval_env():
+    from sk_o2o import IQLPolicy
+    from sk_o2o.datasets import load_dataset
+
+    data = load_dataset("pendulum-medium-replay-v0")
+    policy = IQLPolicy(
+        n_steps=2, hidden_sizes=(16, 16), device="cpu", random_state=0
+    ).fit(data)
+    # The copy keeps the 20-step limit: a 20-step Pendulum return is at least
+    # 20 × (−16.3), far above a 200-step one with an untrained policy.
+    policy.fit_online(
+        gymnasium.make(ENV, max_episode_steps=20),
+        20,
+        eval_interval=20,
+        n_eval_episodes=1,
+    )
+    evaluation = [h for h in policy.history_ if h["phase"] == "online_eval"]
+    assert evaluation[-1]["eval_return"] >= 20 * -16.3
+    env = CountSteps(gymnasium.make(ENV, max_episode_steps=20))
+    n_before = len(policy.buffer_)
+    with pytest.raises(ValueError, match="eval_env"):
+        policy.fit_online(env, 20, eval_interval=20)
+    assert len(policy.buffer_) == n_before and env.n_steps == 0
+    eval_env = CountSteps(gymnasium.make(ENV, max_episode_steps=20))
+    policy.fit_online(env, 20, eval_interval=20, n_eval_episodes=2, eval_env=eval_env)
+    assert env.n_steps == 20 and eval_env.n_steps == 40

@@ -480,6 +480,7 @@ class BaseRLPolicy(TorchEstimator):
         n_updates_per_step: int = 1,
         eval_interval: int | None = None,
         n_eval_episodes: int = 5,
+        eval_env=None,
         seed: int = 0,
     ):
         """Fine-tune by interacting with a gymnasium environment.
@@ -499,9 +500,14 @@ class BaseRLPolicy(TorchEstimator):
         n_updates_per_step : int, default=1
         eval_interval : int, optional
             Every ``eval_interval`` environment steps, the deterministic policy is
-            evaluated on a separate copy of the environment for
-            ``n_eval_episodes`` episodes. ``None`` disables evaluation.
+            evaluated on ``eval_env`` for ``n_eval_episodes`` episodes. ``None``
+            disables evaluation.
         n_eval_episodes : int, default=5
+        eval_env : str or gymnasium.Env, optional
+            The environment of the evaluations. By default a second copy of
+            ``env`` made from its spec (``gymnasium.make(env.spec)``: its id,
+            keyword arguments, time limit and recreatable wrappers); pass one
+            where ``env`` cannot be recreated that way.
         seed : int, default=0
             Seed of the environment resets and of the evaluation episodes.
 
@@ -516,7 +522,7 @@ class BaseRLPolicy(TorchEstimator):
         ``env_step`` and ``episode_return``) and one per evaluation
         (``phase="online_eval"``, with ``env_step`` and ``eval_return``).
         """
-        from sk_o2o.rl.online import evaluate_policy, make_env
+        from sk_o2o.rl.online import copy_env, evaluate_policy, make_env
 
         check_is_fitted(self)
         for name, value, low in (
@@ -535,14 +541,12 @@ class BaseRLPolicy(TorchEstimator):
                 f"eval_interval must be None or a positive int, got {eval_interval!r}."
             )
         env = make_env(env)
-        eval_env = None
-        if eval_interval is not None:
-            if env.spec is None:
-                raise ValueError(
-                    "evaluation needs a second copy of env: pass an env id or an "
-                    "env made with gymnasium.make, or set eval_interval=None."
-                )
-            eval_env = make_env(env.spec.id)
+        if eval_interval is None:
+            eval_env = None
+        elif eval_env is not None:
+            eval_env = make_env(eval_env)
+        else:
+            eval_env = copy_env(env)
         obs, _ = env.reset(seed=seed)
         if np.shape(obs) != (self.n_features_in_,):
             raise ValueError(

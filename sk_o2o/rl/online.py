@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import gymnasium
 
-__all__ = ["collect_transitions", "evaluate_policy", "make_env"]
+__all__ = ["collect_transitions", "copy_env", "evaluate_policy", "make_env"]
 
 
 def _import_gymnasium():
@@ -90,6 +90,49 @@ def make_env(env: str | gymnasium.Env, *, seed: int | None = None) -> gymnasium.
         made.action_space.seed(int(seed))
         made.observation_space.seed(int(seed))
     return made
+
+
+def copy_env(env: gymnasium.Env) -> gymnasium.Env:
+    """Return a second, independent copy of ``env``, made from its spec.
+
+    ``gymnasium.make(env.spec)`` keeps what ``env`` was made with: its id,
+    keyword arguments, time limit and the wrappers Gymnasium can recreate.
+
+    Parameters
+    ----------
+    env : gymnasium.Env
+        An environment made with :func:`gymnasium.make` (or :func:`make_env`).
+
+    Returns
+    -------
+    env : gymnasium.Env
+        A new environment; a stateful wrapper (e.g. ``NormalizeObservation``)
+        starts afresh in it.
+
+    Raises
+    ------
+    ValueError
+        If ``env`` has no spec or a wrapper that cannot be recreated.
+
+    Examples
+    --------
+    >>> import gymnasium
+    >>> from sk_o2o.rl.online import copy_env
+    >>> env = gymnasium.make("Pendulum-v1", max_episode_steps=50, g=2.0)
+    >>> twin = copy_env(env)
+    >>> twin.spec.max_episode_steps, twin.unwrapped.g
+    (50, 2.0)
+    """
+    gym = _import_gymnasium()
+    try:
+        if env.spec is None:
+            raise ValueError("it has no spec (it was not made with gymnasium.make)")
+        return gym.make(env.spec)
+    except (ValueError, gym.error.Error) as exc:
+        raise ValueError(
+            f"cannot make a second copy of env: {exc}. Pass eval_env, or set "
+            "eval_interval=None."
+        ) from exc
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
