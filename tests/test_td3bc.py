@@ -31,6 +31,17 @@ def test_actor_loss_is_bc_plus_normalised_q():
     assert td3bc_actor_loss(q, pi, a, 0.0).item() == pytest.approx(0.125)
 
 
+def test_bc_term_is_the_authors_mse_over_every_action_dimension():
+    torch.manual_seed(0)
+    pi, a = torch.rand(8, 3) * 2 - 1, torch.rand(8, 3) * 2 - 1
+    q = torch.randn(8)
+    expected = torch.nn.functional.mse_loss(pi, a)  # TD3+BC's own loss
+    assert td3bc_actor_loss(q, pi, a, 0.0).item() == pytest.approx(expected.item())
+    lam = 2.5 / q.abs().mean()
+    with_q = -lam * q.mean() + expected
+    assert td3bc_actor_loss(q, pi, a, 2.5).item() == pytest.approx(with_q.item())
+
+
 def test_smoothing_noise_is_clipped_and_actions_stay_in_range():
     action = torch.tensor([[0.9], [-0.9], [0.0]])
     noise = torch.tensor([[5.0], [-5.0], [0.3]])
@@ -41,6 +52,13 @@ def test_smoothing_noise_is_clipped_and_actions_stay_in_range():
 def test_actor_steps_every_policy_freq_and_round_trips(data, tmp_path):
     policy = TD3BCPolicy(n_steps=40, policy_freq=4, log_interval=40, **FAST).fit(data)
     assert policy.n_updates_ == 40 and "actor_loss" in policy.history_[-1]
+    # as the authors count: the actor's first step comes after policy_freq critic
+    # steps, so three steps with policy_freq=4 leave it as initialised
+    early = TD3BCPolicy(n_steps=3, policy_freq=4, **FAST).fit(data)
+    untrained = TD3BCPolicy(n_steps=0, policy_freq=4, **FAST).fit(data)
+    np.testing.assert_array_equal(
+        early.predict(data.observations[:20]), untrained.predict(data.observations[:20])
+    )
     X = data.observations[:20]
     copy = pickle.loads(pickle.dumps(policy))
     np.testing.assert_array_equal(copy.predict(X), policy.predict(X))

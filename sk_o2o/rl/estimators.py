@@ -609,5 +609,7 @@ normalize_observations, action_bounds, device, random_state, verbose, log_interv
             batch,
             beta=self.beta,
             target_noise=noise * self.policy_noise,
-            update_actor=self.n_updates_ % self.policy_freq == 0,
+            # the authors count the step first: the actor's first step is the
+            # policy_freq-th, after policy_freq critic steps
+            update_actor=(self.n_updates_ + 1) % self.policy_freq == 0,
         )

@@ -53,9 +53,14 @@ def td3bc_actor_loss(
     actions: torch.Tensor,
     beta: float | torch.Tensor,
 ) -> torch.Tensor:
-    """−E[λ·Q(s, π(s))] + E[(π(s) − a)²] with λ = β / E|Q| (no gradient in E|Q|)."""
+    """−E[λ·Q(s, π(s))] + E[(π(s) − a)²] with λ = β / E|Q| (no gradient in E|Q|).
+
+    The squared error is averaged over the action's dimensions too, as the
+    authors' ``F.mse_loss(pi, action)``: summed, it would weigh behaviour cloning
+    ``act_dim`` times more, i.e. act as β / act_dim.
+    """
     lam = beta / q_of_policy_action.abs().mean().detach()
-    bc = (policy_action - actions).square().sum(-1)
+    bc = (policy_action - actions).square().mean(-1)
     return (-lam * q_of_policy_action + bc).mean()
 
 
