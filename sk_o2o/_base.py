@@ -172,8 +172,8 @@ class TorchEstimator(BaseEstimator):
             "format_version": FORMAT_VERSION,
             "sk_o2o_version": _package_version(),
             "class": type(self).__name__,
-            "params": _to_json(self.get_params(deep=False)),
-            "state": _to_json(self._get_json_state()),
+            "params": _to_json(self.get_params(deep=False), "params"),
+            "state": _to_json(self._get_json_state(), "state"),
         }
         save_file(tensors, os.fspath(path), metadata={"sk_o2o": json.dumps(header)})
 
@@ -187,14 +187,17 @@ class TorchEstimator(BaseEstimator):
         raise NotImplementedError
 
 
-def _to_json(obj: Any) -> Any:
-    """Convert parameters and fitted metadata to JSON-compatible values."""
+def _to_json(obj: Any, where: str = "") -> Any:
+    """Convert parameters and fitted metadata to JSON-compatible values.
+
+    ``where`` names the value in the error, e.g. ``params['random_state']``.
+    """
     if isinstance(obj, Mapping):
-        return {str(k): _to_json(v) for k, v in obj.items()}
+        return {str(k): _to_json(v, f"{where}[{k!r}]") for k, v in obj.items()}
     if isinstance(obj, tuple):  # tagged, so parameters load back unchanged
-        return {"__tuple__": [_to_json(v) for v in obj]}
+        return {"__tuple__": [_to_json(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
     if isinstance(obj, list):
-        return [_to_json(v) for v in obj]
+        return [_to_json(v, f"{where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, np.generic):
@@ -206,8 +209,9 @@ def _to_json(obj: Any) -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     raise TypeError(
-        f"cannot store a {type(obj).__name__} in the safe format; "
-        "use pickle or joblib for this model."
+        f"cannot store {where} (a {type(obj).__name__}) in the safe format; "
+        "set it to a plain value (e.g. an int random_state) or use pickle or "
+        "joblib for this model."
     )
 
 

@@ -164,6 +164,40 @@ def test_tensor_requiring_grad_accepted(make_transitions, fit_kwargs):
     np.testing.assert_array_equal(t.observations, data["observations"])
 
 
+def test_bfloat16_tensors_accepted(make_transitions, fit_kwargs):
+    data = make_transitions(n=10)
+    X = torch.from_numpy(data["observations"]).bfloat16()
+    t = as_transitions(X, data["actions"], **fit_kwargs(data))
+    np.testing.assert_array_equal(t.observations, X.float().numpy())
+
+
+def test_reversed_and_read_only_arrays_fit_like_copies(
+    make_transitions, fit_kwargs, make_policy
+):
+    """Negative strides (X[::-1]) and read-only arrays (pandas) reach the buffer."""
+    import warnings
+
+    data = make_transitions(n=20, obs_dim=3, act_dim=2)
+    flipped = {k: v[::-1] for k, v in data.items()}
+    read_only = {k: v.copy() for k, v in flipped.items()}
+    for v in read_only.values():
+        v.setflags(write=False)
+    copies = {k: v.copy() for k, v in flipped.items()}
+    reference = make_policy().fit(
+        copies["observations"], copies["actions"], **fit_kwargs(copies)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns about non-writable arrays
+        for arrays in (flipped, read_only):
+            policy = make_policy().fit(
+                arrays["observations"], arrays["actions"], **fit_kwargs(arrays)
+            )
+            np.testing.assert_array_equal(
+                policy.predict(data["observations"]),
+                reference.predict(data["observations"]),
+            )
+
+
 # --------------------------------------------------------------------- episode ids
 @settings(max_examples=25, deadline=None)
 @given(

@@ -287,6 +287,32 @@ def test_predict_value_checks_y(fitted_policy):
         fitted_policy.predict_value(X, y)
 
 
+@pytest.mark.parametrize("y", [1.0, np.zeros((6, 2, 1))])
+def test_predict_value_refuses_y_of_other_ranks(fitted_policy, y):
+    with pytest.raises(ValueError, match=r"^y must be 1-D or 2-D"):
+        fitted_policy.predict_value(np.zeros((6, 3)), y)
+
+
+def test_partial_fit_validates_parameters_set_since_fit(fitted_policy, transitions):
+    policy = copy.deepcopy(fitted_policy).set_params(beta=float("nan"))
+    X = transitions["observations"]
+    snapshot = _snapshot(policy, X)
+    with pytest.raises(ValueError, match="beta"):
+        _call(policy.partial_fit, _arrays(transitions))
+    _assert_unchanged(policy, X, snapshot)
+
+
+def test_next_observations_columns_must_match_X(data, make_policy):
+    pd = pytest.importorskip("pandas")
+    arrays = _arrays(data)
+    arrays["X"] = pd.DataFrame(arrays["X"], columns=["a", "b", "c"])
+    arrays["next_observations"] = pd.DataFrame(
+        arrays["next_observations"], columns=["a", "b", "c"]
+    )[["c", "b", "a"]]
+    with pytest.raises(ValueError, match=r"^next_observations has columns"):
+        _call(make_policy().fit, arrays)
+
+
 def test_predict_value_length_mismatch_names_y(fitted_policy):
     with pytest.raises(ValueError, match=r"\by\b"):
         fitted_policy.predict_value(np.zeros((6, 3)), np.zeros((7, 2)))
@@ -346,7 +372,16 @@ def test_partial_fit_actions_outside_fitted_bounds(fitted_policy, transitions):
 
 
 @pytest.mark.parametrize(
-    "bounds", [(1.0, -1.0), (0.0, 0.0), (-np.inf, 1.0), "box", (1.0,)]
+    "bounds",
+    [
+        (1.0, -1.0),
+        (0.0, 0.0),
+        (-np.inf, 1.0),
+        "box",
+        (1.0,),
+        (np.zeros(3), np.ones(3)),  # the data's actions are 1-D
+        ("a", "b"),
+    ],
 )
 def test_malformed_action_bounds(data, make_policy, fit_kwargs, bounds):
     with pytest.raises(ValueError, match="action_bounds"):

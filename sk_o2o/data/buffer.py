@@ -91,6 +91,10 @@ class TransitionBuffer:
             self._data = data
         new_rows = self._fields(self._data[self.size : self.size + n])
         for key, value in arrays.items():
+            if isinstance(value, np.ndarray) and not (
+                value.flags.c_contiguous and value.flags.writeable
+            ):  # torch takes neither negative strides (X[::-1]) nor read-only arrays
+                value = np.array(value, dtype=np.float32, order="C")
             tensor = torch.as_tensor(value, dtype=torch.float32)
             new_rows[key].copy_(tensor.to(self.device))
         self.size += n

@@ -112,8 +112,14 @@ def fit_action_scaler(actions: np.ndarray, action_bounds) -> ActionScaler:
                     "action_bounds must be None, a (low, high) pair or a gymnasium "
                     f"Box, got {action_bounds!r}."
                 ) from None
-        low = np.broadcast_to(np.asarray(low, dtype=np.float64), (dim,)).copy()
-        high = np.broadcast_to(np.asarray(high, dtype=np.float64), (dim,)).copy()
+        try:
+            low = np.broadcast_to(np.asarray(low, dtype=np.float64), (dim,)).copy()
+            high = np.broadcast_to(np.asarray(high, dtype=np.float64), (dim,)).copy()
+        except (TypeError, ValueError):
+            raise ValueError(
+                "action_bounds must hold numbers, scalars or arrays of length "
+                f"{dim} (the actions' dimension), got {action_bounds!r}."
+            ) from None
         if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
             raise ValueError("action_bounds must be finite.")
         if np.any(high <= low):

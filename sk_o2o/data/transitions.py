@@ -135,7 +135,10 @@ def check_finite(values: np.ndarray, name: str) -> None:
 def to_numpy(values):
     """Torch tensors (on any device) to numpy; anything else unchanged."""
     if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy()
+        values = values.detach().cpu()
+        if values.dtype == torch.bfloat16:  # numpy has no bfloat16
+            values = values.float()
+        return values.numpy()
     return values
 
 

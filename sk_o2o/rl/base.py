@@ -207,11 +207,17 @@ class BaseRLPolicy(TorchEstimator):
         Returns
         -------
         self : object
+
+        Notes
+        -----
+        Parameters and data are validated before anything changes: invalid ones
+        raise and leave the estimator as it was. The gradient steps then train in
+        place, so an error or an interrupt during them keeps the new transitions
+        and the steps already taken, as with scikit-learn's own ``partial_fit``.
         """
         with self._restore_on_error():
             first_call = not hasattr(self, "core_")
-            if first_call:
-                self._validate_params()
+            self._validate_params()  # set_params may have changed them since fit
             data = self._validated_transitions(
                 X, y, rewards, next_observations, terminals, timeouts, reset=first_call
             )
@@ -282,6 +288,10 @@ class BaseRLPolicy(TorchEstimator):
         """
         obs = self._observations_tensor(X)
         actions = np.asarray(to_numpy(y), dtype=np.float32)
+        if actions.ndim not in (1, 2):
+            raise ValueError(
+                f"y must be 1-D or 2-D (n_samples, act_dim), got shape {actions.shape}."
+            )
         if len(actions) != len(obs):
             raise ValueError(
                 f"y has {len(actions)} actions but X has {len(obs)} observations."
@@ -329,6 +339,15 @@ class BaseRLPolicy(TorchEstimator):
         self, X, y, rewards, next_observations, terminals, timeouts, *, reset: bool
     ) -> Transitions:
         X = to_numpy(X)
+        columns = getattr(X, "columns", None)
+        next_columns = getattr(next_observations, "columns", None)
+        if columns is not None and next_columns is not None:
+            if list(columns) != list(next_columns):
+                raise ValueError(
+                    f"next_observations has columns {list(next_columns)!r}, but X "
+                    f"has {list(columns)!r}: they must name the same features, in "
+                    "the same order."
+                )
         if not is_dataset(X):
             X = validate_data(
                 self, X, reset=reset, dtype=np.float32, ensure_all_finite=False
