@@ -184,12 +184,18 @@ class TDErrorScorer(_OfflineScorer):
 class InitialStateValueScorer(_OfflineScorer):
     """Mean estimated value Q(s₀, π(s₀)) over the episodes' first states.
 
-    Episode starts are found from ``terminals``/``timeouts`` (held-out folds from
-    ``GroupKFold`` over episodes keep episodes whole and in order).
+    Episode starts are found from ``terminals``/``timeouts`` and from jumps
+    between ``next_observations`` and the following observations (held-out folds
+    from ``GroupKFold`` over episodes keep episodes whole and in order).
     """
 
     def _score(self, policy, data) -> float:
-        ids = episode_ids(data.terminals, data.timeouts)
+        ids = episode_ids(
+            data.terminals,
+            data.timeouts,
+            observations=data.observations,
+            next_observations=data.next_observations,
+        )
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
         s0 = data.observations[starts]
         return float(np.mean(policy.predict_value(s0, policy.predict(s0))))

@@ -399,6 +399,27 @@ def _episodes():
     return rewards, terminals, timeouts
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 8), min_size=1, max_size=8),
+    seed=st.integers(0, 2**16),
+)
+def test_jumps_in_observations_find_the_episode_ends(lengths, seed):
+    """Without any flag, episodes laid end to end are told apart by their states."""
+    rng = np.random.default_rng(seed)
+    obs, next_obs, ends = [], [], []
+    for n in lengths:
+        states = rng.normal(size=(n + 1, 2)).astype(np.float32)
+        obs.append(states[:-1])
+        next_obs.append(states[1:])
+        ends.append(np.r_[np.zeros(n - 1), 1.0])
+    obs, next_obs, ends = map(np.concatenate, (obs, next_obs, ends))
+    found = episode_ids(
+        np.zeros(len(ends)), observations=obs, next_observations=next_obs
+    )
+    np.testing.assert_array_equal(found, episode_ids(ends))
+
+
 def test_reward_scale_none():
     assert reward_scale(*_episodes(), "none") == 1.0
 
@@ -423,8 +444,22 @@ def test_reward_scale_returns():
     assert reward_scale(rewards, no_timeouts, None, "returns") == pytest.approx(
         1000.0 / (9.0 - 3.0)
     )
+    # The observations find the episode end that the missing flag hid.
+    obs = np.arange(5, dtype=np.float32)[:, None]
+    next_obs = obs + 1
+    next_obs[2] = 9.0  # transition 2 ends an episode: 3 does not follow from it
+    found = reward_scale(
+        rewards,
+        no_timeouts,
+        None,
+        "returns",
+        observations=obs,
+        next_observations=next_obs,
+    )
+    assert found == pytest.approx(1000.0 / (10.0 - (-1.0)))
     # A single episode, or equal returns, leaves rewards as they are.
-    assert reward_scale(rewards, np.zeros(5), None, "returns") == 1.0
+    with pytest.warns(UserWarning, match="one episode"):
+        assert reward_scale(rewards, np.zeros(5), None, "returns") == 1.0
     equal = np.array([1.0, 1.0, 1.0, 1.0], dtype=np.float32)
     assert reward_scale(equal, np.ones(4), None, "returns") == 1.0
 

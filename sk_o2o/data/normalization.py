@@ -6,6 +6,7 @@ observations and predict-time inputs are always transformed identically.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,12 +149,18 @@ def reward_scale(
     terminals: np.ndarray,
     timeouts: np.ndarray | None,
     scaling: str,
+    *,
+    observations: np.ndarray | None = None,
+    next_observations: np.ndarray | None = None,
 ) -> float:
     """Return the factor the rewards are multiplied by during training.
 
     ``"returns"`` is IQL's locomotion choice: ``1000 / (max - min episode
     return)`` (Kostrikov et al., 2022), which makes the AWR temperature comparable
-    across tasks. ``"standard"`` divides by the reward standard deviation. Rewards
+    across tasks. Episodes end at terminals, timeouts and, given the
+    observations, where ``next_observations[i]`` is not ``observations[i + 1]``
+    (as in the IQL authors' code, which uses no timeouts); with a single
+    episode the rewards are left unscaled, with a warning. ``"standard"`` divides by the reward standard deviation. Rewards
     are scaled, never shifted: a shift changes the optimal policy of episodic tasks
     (it acts as a per-step bonus), and scaling keeps values exactly invertible.
     """
@@ -162,7 +169,22 @@ def reward_scale(
     if scaling == "standard":
         std = float(rewards.std())
         return 1.0 / std if std > 1e-6 else 1.0
-    ids = episode_ids(terminals, timeouts)
+    ids = episode_ids(
+        terminals,
+        timeouts,
+        observations=observations,
+        next_observations=next_observations,
+    )
     returns = np.bincount(ids, weights=rewards.astype(np.float64))
-    spread = float(returns.max() - returns.min()) if len(returns) > 1 else 0.0
+    if len(returns) == 1:
+        warnings.warn(
+            "reward_scaling='returns' found one episode in the data (no terminals, "
+            "timeouts or jumps between next_observations and the following "
+            "observations), so it has no spread of returns: rewards are left "
+            "unscaled. Pass timeouts, or choose reward_scaling='standard'.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return 1.0
+    spread = float(returns.max() - returns.min())
     return 1000.0 / spread if spread > 1e-6 else 1.0

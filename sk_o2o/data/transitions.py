@@ -80,21 +80,44 @@ def check_flags(value, name: str, n: int | None = None) -> np.ndarray:
     return arr
 
 
-def episode_ends(terminals, timeouts=None, n: int | None = None) -> np.ndarray:
-    """Validated boolean flags: True where an episode ends."""
+def episode_ends(
+    terminals,
+    timeouts=None,
+    n: int | None = None,
+    *,
+    observations=None,
+    next_observations=None,
+) -> np.ndarray:
+    """Validated boolean flags: True where an episode ends.
+
+    With ``observations`` and ``next_observations``, an episode also ends where
+    the data jump: ``next_observations[i]`` is not ``observations[i + 1]``
+    (Euclidean distance above 1e-6, the IQL authors' test), which finds the
+    ends of episodes cut by a time limit when ``timeouts`` are not given.
+    """
     ends = check_flags(terminals, "terminals", n)
     if timeouts is not None:
         ends = ends | check_flags(timeouts, "timeouts", len(ends))
+    if observations is not None and next_observations is not None and len(ends) > 1:
+        obs = np.asarray(observations, dtype=np.float64)
+        gap = np.asarray(next_observations, dtype=np.float64)[:-1] - obs[1:]
+        ends[:-1] |= np.linalg.norm(gap.reshape(len(gap), -1), axis=1) > 1e-6
     return ends
 
 
 def episode_ids(
-    terminals: np.ndarray, timeouts: np.ndarray | None = None
+    terminals: np.ndarray,
+    timeouts: np.ndarray | None = None,
+    *,
+    observations: np.ndarray | None = None,
+    next_observations: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return the episode index of each transition.
 
     An episode ends at a transition whose ``terminals`` or ``timeouts`` flag is
-    set; transitions after the last flag form one more (unfinished) episode.
+    set, and, given ``observations`` and ``next_observations``, where
+    ``next_observations[i]`` is not ``observations[i + 1]``; transitions after
+    the last end form one more (unfinished) episode.
 
     Parameters
     ----------
@@ -102,6 +125,8 @@ def episode_ids(
         Terminal flags (bool or 0/1).
     timeouts : array-like of shape (n,), default=None
         Time-limit flags (bool or 0/1); ``None`` means none.
+    observations, next_observations : array-like of shape (n, obs_dim), optional
+        The transitions' states, in the order of the flags.
 
     Returns
     -------
@@ -114,8 +139,18 @@ def episode_ids(
     >>> from sk_o2o.data.transitions import episode_ids
     >>> episode_ids([0, 1, 0, 0, 0], [0, 0, 0, 1, 0])
     array([0, 0, 1, 1, 2])
+    >>> obs = [[0.0], [1.0], [5.0], [6.0]]  # a jump after the second transition
+    >>> episode_ids(
+    ...     [0, 0, 0, 0], observations=obs, next_observations=[[1.0], [2.0], [6.0], [7.0]]
+    ... )
+    array([0, 0, 1, 1])
     """
-    ends = episode_ends(terminals, timeouts)
+    ends = episode_ends(
+        terminals,
+        timeouts,
+        observations=observations,
+        next_observations=next_observations,
+    )
     ids = np.zeros(len(ends), dtype=np.int64)
     np.cumsum(ends[:-1], out=ids[1:])
     return ids

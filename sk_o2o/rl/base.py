@@ -405,7 +405,12 @@ class BaseRLPolicy(TorchEstimator):
         )
         self.action_scaler_ = fit_action_scaler(data.actions, self.action_bounds)
         self.reward_scale_ = reward_scale(
-            data.rewards, data.terminals, data.timeouts, self.reward_scaling
+            data.rewards,
+            data.terminals,
+            data.timeouts,
+            self.reward_scaling,
+            observations=data.observations,
+            next_observations=data.next_observations,
         )
         seed = seed_from_random_state(self.random_state)
         with torch_seed_context(seed):

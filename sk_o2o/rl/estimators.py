@@ -86,7 +86,8 @@ class IQLPolicy(BaseRLPolicy):
         (applied identically to next observations and at predict time).
     reward_scaling : {"returns", "standard", "none"}, default="returns"
         Multiply rewards by 1000 / (max − min episode return), as IQL does for
-        locomotion; or by 1 / std; or leave them.
+        locomotion (episodes end at terminals, timeouts and jumps from
+        ``next_observations[i]`` to ``X[i + 1]``); or by 1 / std; or leave them.
     action_bounds : (low, high), gymnasium Box or None, default=None
         Bounds of the action space (scalars or arrays of ``act_dim``). ``None``
         takes the per-dimension range of the training actions. Actions are
