@@ -13,9 +13,12 @@ All scorers follow scikit-learn's convention: greater is better.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.utils.metadata_routing import UNUSED, _MetadataRequester
+from sklearn.utils.validation import validate_data
 
 from sk_o2o.data.transitions import as_transitions, episode_ids
 
@@ -91,10 +94,11 @@ def make_env_return_scorer(
     >>> scorer  # doctest: +ELLIPSIS
     make_env_return_scorer('Pendulum-v1', n_episodes=2, ...)
     """
-    if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)):
-        raise TypeError(f"n_episodes must be an int, got {n_episodes!r}.")
-    if n_episodes < 1:
-        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}.")
+    for name, value, low in (("n_episodes", n_episodes, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {value!r}.")
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}.")
     if reference_returns is not None:
         low, high = (float(v) for v in reference_returns)
         if not high > low:
@@ -106,15 +110,18 @@ def make_env_return_scorer(
     return EnvReturnScorer(env, int(n_episodes), int(seed), reference_returns)
 
 
-def _policy_and_features(estimator, X, next_observations=None):
-    """The final estimator, with X (and next observations) through a Pipeline."""
+def _policy_and_features(estimator, X):
+    """The final estimator, and X through a Pipeline's earlier steps.
+
+    ``next_observations`` are not transformed: ``Pipeline.fit`` hands them to the
+    policy as they are, so they must already be in the policy's input space, and
+    the scorer takes them as ``fit`` did.
+    """
     if isinstance(estimator, Pipeline):
-        head = estimator[:-1]
-        X = head.transform(X)
-        if next_observations is not None:
-            next_observations = head.transform(next_observations)
+        if len(estimator) > 1:  # an empty Pipeline has no transform
+            X = estimator[:-1].transform(X)
         estimator = estimator[-1]
-    return estimator, X, next_observations
+    return estimator, X
 
 
 class _OfflineScorer(_MetadataRequester):
@@ -146,9 +153,9 @@ class _OfflineScorer(_MetadataRequester):
                 "with sklearn.set_config(enable_metadata_routing=True) and pass "
                 "them to GridSearchCV.fit / cross_validate(params=...)."
             )
-        policy, X, next_observations = _policy_and_features(
-            estimator, X, next_observations
-        )
+        policy, X = _policy_and_features(estimator, X)
+        if hasattr(X, "columns"):  # checked here: as_transitions drops the names
+            validate_data(policy, X, reset=False, skip_check_array=True)
         data = as_transitions(
             X,
             y,
@@ -157,7 +164,9 @@ class _OfflineScorer(_MetadataRequester):
             terminals=terminals,
             timeouts=timeouts,
         )
-        return self._score(policy, data)
+        with warnings.catch_warnings():  # the names were checked above
+            warnings.filterwarnings("ignore", "X does not have valid feature names")
+            return self._score(policy, data)
 
     __call__ = score
 

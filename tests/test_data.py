@@ -178,11 +178,13 @@ def test_reversed_and_read_only_arrays_fit_like_copies(
     import warnings
 
     data = make_transitions(n=20, obs_dim=3, act_dim=2)
-    flipped = {k: v[::-1] for k, v in data.items()}
-    read_only = {k: v.copy() for k, v in flipped.items()}
+    # the same rows in the same order, seen through negative strides
+    flipped = {k: v[::-1].copy()[::-1] for k, v in data.items()}
+    assert all(v.strides[0] < 0 for v in flipped.values())
+    read_only = {k: v.copy() for k, v in data.items()}
     for v in read_only.values():
         v.setflags(write=False)
-    copies = {k: v.copy() for k, v in flipped.items()}
+    copies = {k: v.copy() for k, v in data.items()}
     reference = make_policy().fit(
         copies["observations"], copies["actions"], **fit_kwargs(copies)
     )

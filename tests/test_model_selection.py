@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import sklearn
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_validate
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from sk_o2o import IQLPolicy
 from sk_o2o.datasets import load_dataset
@@ -104,12 +106,42 @@ def test_pipeline_matches_the_estimator_on_transformed_features(pendulum):
         pipe.predict(X[:20]), direct.predict(_with_angle(X[:20]))
     )
     assert pipe[-1].n_features_in_ == 4
-    # the scorers see through the Pipeline
-    assert td_error_scorer(pipe, X, y, **params) == pytest.approx(
-        td_error_scorer(
-            direct,
-            _with_angle(X),
-            y,
-            **{**params, "next_observations": _with_angle(params["next_observations"])},
-        )
+    # the scorers see through the Pipeline, taking next observations as fit did
+    mapped = {**params, "next_observations": _with_angle(params["next_observations"])}
+    assert td_error_scorer(pipe, X, y, **mapped) == pytest.approx(
+        td_error_scorer(direct, _with_angle(X), y, **mapped)
     )
+    with pytest.raises(ValueError, match="next_observations has 3 features"):
+        td_error_scorer(pipe, X, y, **params)  # unmapped: refused, not mis-scored
+    alone = make_pipeline(IQLPolicy(**FAST)).fit(
+        X, y, **{f"iqlpolicy__{k}": v for k, v in params.items()}
+    )
+    assert np.isfinite(td_error_scorer(alone, X, y, **params))
+
+
+def test_a_scaler_step_before_the_policy_is_flagged(pendulum):
+    X, y, params, _ = pendulum
+    pipe = make_pipeline(StandardScaler(), IQLPolicy(**FAST))
+    step_params = {f"iqlpolicy__{k}": v for k, v in params.items()}
+    with pytest.warns(UserWarning, match="a Pipeline transforms X but passes"):
+        pipe.fit(X, y, **step_params)
+
+
+def test_offline_scorers_check_feature_names(pendulum):
+    pd = pytest.importorskip("pandas")
+    X, y, params, _ = pendulum
+    names = ["cos", "sin", "velocity"]
+    frame = pd.DataFrame(X, columns=names)
+    policy = IQLPolicy(**FAST).fit(frame, y, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "X does not have valid feature names"
+        score = td_error_scorer(policy, frame, y, **params)
+    assert np.isfinite(score)
+    with pytest.raises(ValueError, match="feature names"):
+        td_error_scorer(policy, frame[names[::-1]], y, **params)
+
+
+@pytest.mark.parametrize(("seed", "error"), [(-1, ValueError), (2.9, TypeError)])
+def test_env_return_scorer_checks_its_seed(seed, error):
+    with pytest.raises(error, match="seed"):
+        make_env_return_scorer("Pendulum-v1", seed=seed)

@@ -10,6 +10,7 @@ keys. :func:`as_transitions` turns any of these into validated float32 arrays.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -103,6 +104,42 @@ def episode_ends(
         gap = np.asarray(next_observations, dtype=np.float64)[:-1] - obs[1:]
         ends[:-1] |= np.linalg.norm(gap.reshape(len(gap), -1), axis=1) > 1e-6
     return ends
+
+
+def warn_if_next_observations_do_not_follow(
+    observations: np.ndarray,
+    next_observations: np.ndarray,
+    terminals: np.ndarray,
+    timeouts: np.ndarray | None = None,
+    *,
+    stacklevel: int = 2,
+) -> None:
+    """Warn when ``next_observations[i]`` is mostly not ``observations[i + 1]``.
+
+    Inside episodes (no terminal or timeout flag) the two are the same state. If
+    they mostly differ, the arrays are in different spaces (a ``Pipeline``
+    transforms ``X`` but hands ``next_observations`` to the policy unchanged) or
+    the transitions are not in episode order.
+    """
+    inside = ~episode_ends(terminals, timeouts)[:-1]
+    if inside.sum() < 10:  # too few to tell
+        return
+    gap = np.asarray(next_observations[:-1], np.float64) - observations[1:]
+    jumps = np.linalg.norm(gap.reshape(len(gap), -1), axis=1) > 1e-6
+    n_jumps, n_inside = int(jumps[inside].sum()), int(inside.sum())
+    if n_jumps > n_inside / 2:
+        warnings.warn(
+            f"next_observations[i] differs from X[i + 1] at {n_jumps} of the "
+            f"{n_inside} transitions that no terminal or timeout ends. Either X and "
+            "next_observations are in different spaces (a Pipeline transforms X "
+            "but passes next_observations to the policy unchanged: normalise with "
+            "the policy's normalize_observations, not a scaler step, and pass "
+            "next_observations through any feature map yourself), or the "
+            "transitions are not in episode order (reward_scaling='returns' then "
+            "sees fragments of episodes).",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def episode_ids(

@@ -40,6 +40,7 @@ from sk_o2o.data.transitions import (
     check_finite,
     is_dataset,
     to_numpy,
+    warn_if_next_observations_do_not_follow,
 )
 from sk_o2o.rl._torch_utils import second_thread
 
@@ -389,6 +390,13 @@ class BaseRLPolicy(TorchEstimator):
             self._check_action_dim(data.actions)
         if reset:
             self.actions_1d_ = y is not None and np.asarray(to_numpy(y)).ndim == 1
+        warn_if_next_observations_do_not_follow(
+            data.observations,
+            data.next_observations,
+            data.terminals,
+            data.timeouts,
+            stacklevel=3,
+        )
         return data
 
     def _check_action_dim(self, actions: np.ndarray) -> None:
