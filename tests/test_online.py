@@ -204,3 +204,23 @@ def test_fit_online_evaluates_on_the_training_env_copy_or_on_eval_env():
     eval_env = CountSteps(gymnasium.make(ENV, max_episode_steps=20))
     policy.fit_online(env, 20, eval_interval=20, n_eval_episodes=2, eval_env=eval_env)
     assert env.n_steps == 20 and eval_env.n_steps == 40
+
+
+def test_helpers_close_the_environments_they_make(monkeypatch):
+    import sk_o2o.rl.online as online
+
+    closed = []
+
+    class CloseSpy(gymnasium.Wrapper):
+        def close(self):
+            closed.append(self)
+            super().close()
+
+    real_make_env = online.make_env
+    monkeypatch.setattr(online, "make_env", lambda env: CloseSpy(real_make_env(env)))
+    evaluate_policy(zero_torque, ENV, n_episodes=1)
+    collect_transitions(zero_torque, ENV, n_steps=5)
+    assert len(closed) == 2
+    monkeypatch.undo()
+    evaluate_policy(zero_torque, CloseSpy(make_env(ENV)), n_episodes=1)
+    assert len(closed) == 2  # the caller's environment stays open

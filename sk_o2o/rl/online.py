@@ -16,7 +16,8 @@ these functions is first called.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,17 @@ def make_env(env: str | gymnasium.Env, *, seed: int | None = None) -> gymnasium.
         made.action_space.seed(int(seed))
         made.observation_space.seed(int(seed))
     return made
+
+
+@contextlib.contextmanager
+def _opened(env: str | gymnasium.Env) -> Iterator[gymnasium.Env]:
+    """:func:`make_env`, closing the environment afterwards if it made it."""
+    made = make_env(env)
+    try:
+        yield made
+    finally:
+        if made is not env:
+            made.close()
 
 
 def copy_env(env: gymnasium.Env) -> gymnasium.Env:
@@ -237,20 +249,20 @@ def evaluate_policy(
     """
     n_episodes = _check_int(n_episodes, "n_episodes", 1)
     seed = _check_int(seed, "seed", 0)
-    env = make_env(env)
-    act = _as_act_fn(policy, env.action_space, seed, stochastic=False)
-    convert = _action_converter(env.action_space)
-    returns = np.zeros(n_episodes, dtype=np.float64)
-    for i in range(n_episodes):
-        obs, _ = env.reset(seed=seed + i)
-        total, done = 0.0, False
-        while not done:
-            action = convert(act(np.asarray(obs, dtype=np.float32)[None]))
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns[i] = total
-    return returns
+    with _opened(env) as env:
+        act = _as_act_fn(policy, env.action_space, seed, stochastic=False)
+        convert = _action_converter(env.action_space)
+        returns = np.zeros(n_episodes, dtype=np.float64)
+        for i in range(n_episodes):
+            obs, _ = env.reset(seed=seed + i)
+            total, done = 0.0, False
+            while not done:
+                action = convert(act(np.asarray(obs, dtype=np.float32)[None]))
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                done = terminated or truncated
+            returns[i] = total
+        return returns
 
 
 def collect_transitions(
@@ -300,36 +312,36 @@ def collect_transitions(
     """
     n_steps = _check_int(n_steps, "n_steps", 1)
     seed = _check_int(seed, "seed", 0)
-    env = make_env(env)
-    act = _as_act_fn(policy, env.action_space, seed, stochastic=True)
-    convert = _action_converter(env.action_space)
-    obs_dim = int(np.prod(env.observation_space.shape))
-    act_shape = env.action_space.shape or ()
-    act_dim = int(np.prod(act_shape)) if act_shape else 1
+    with _opened(env) as env:
+        act = _as_act_fn(policy, env.action_space, seed, stochastic=True)
+        convert = _action_converter(env.action_space)
+        obs_dim = int(np.prod(env.observation_space.shape))
+        act_shape = env.action_space.shape or ()
+        act_dim = int(np.prod(act_shape)) if act_shape else 1
 
-    observations = np.empty((n_steps, obs_dim), dtype=np.float32)
-    actions = np.empty((n_steps, act_dim), dtype=np.float32)
-    rewards = np.empty(n_steps, dtype=np.float32)
-    next_observations = np.empty((n_steps, obs_dim), dtype=np.float32)
-    terminals = np.zeros(n_steps, dtype=bool)
-    timeouts = np.zeros(n_steps, dtype=bool)
+        observations = np.empty((n_steps, obs_dim), dtype=np.float32)
+        actions = np.empty((n_steps, act_dim), dtype=np.float32)
+        rewards = np.empty(n_steps, dtype=np.float32)
+        next_observations = np.empty((n_steps, obs_dim), dtype=np.float32)
+        terminals = np.zeros(n_steps, dtype=bool)
+        timeouts = np.zeros(n_steps, dtype=bool)
 
-    episode = 0
-    obs, _ = env.reset(seed=seed)
-    for t in range(n_steps):
-        observations[t] = np.ravel(obs)
-        action = convert(act(observations[t][None]))
-        actions[t] = np.ravel(action)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        rewards[t] = reward
-        next_observations[t] = np.ravel(obs)
-        if terminated:
-            terminals[t] = True
-        elif truncated:
-            timeouts[t] = True
-        if terminated or truncated:
-            episode += 1
-            obs, _ = env.reset(seed=seed + episode)
+        episode = 0
+        obs, _ = env.reset(seed=seed)
+        for t in range(n_steps):
+            observations[t] = np.ravel(obs)
+            action = convert(act(observations[t][None]))
+            actions[t] = np.ravel(action)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            rewards[t] = reward
+            next_observations[t] = np.ravel(obs)
+            if terminated:
+                terminals[t] = True
+            elif truncated:
+                timeouts[t] = True
+            if terminated or truncated:
+                episode += 1
+                obs, _ = env.reset(seed=seed + episode)
     if not terminals[-1]:
         timeouts[-1] = True
     return {
