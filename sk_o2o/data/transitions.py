@@ -100,10 +100,23 @@ def episode_ends(
     if timeouts is not None:
         ends = ends | check_flags(timeouts, "timeouts", len(ends))
     if observations is not None and next_observations is not None and len(ends) > 1:
-        obs = np.asarray(observations, dtype=np.float64)
-        gap = np.asarray(next_observations, dtype=np.float64)[:-1] - obs[1:]
-        ends[:-1] |= np.linalg.norm(gap.reshape(len(gap), -1), axis=1) > 1e-6
+        ends[:-1] |= _jumps(observations, next_observations)
     return ends
+
+
+def _jumps(observations, next_observations, chunk: int = 65_536) -> np.ndarray:
+    """``‖next_observations[i] − observations[i + 1]‖ > 1e-6`` for i < n − 1.
+
+    In chunks, so that a million transitions need no full-size temporaries.
+    """
+    obs, next_obs = np.asarray(observations), np.asarray(next_observations)
+    n = len(obs) - 1
+    jumps = np.empty(max(n, 0), dtype=bool)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        gap = next_obs[start:stop].astype(np.float64) - obs[start + 1 : stop + 1]
+        jumps[start:stop] = np.linalg.norm(gap.reshape(len(gap), -1), axis=1) > 1e-6
+    return jumps
 
 
 def warn_if_next_observations_do_not_follow(
@@ -124,8 +137,7 @@ def warn_if_next_observations_do_not_follow(
     inside = ~episode_ends(terminals, timeouts)[:-1]
     if inside.sum() < 10:  # too few to tell
         return
-    gap = np.asarray(next_observations[:-1], np.float64) - observations[1:]
-    jumps = np.linalg.norm(gap.reshape(len(gap), -1), axis=1) > 1e-6
+    jumps = _jumps(observations, next_observations)
     n_jumps, n_inside = int(jumps[inside].sum()), int(inside.sum())
     if n_jumps > n_inside / 2:
         warnings.warn(
