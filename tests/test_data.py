@@ -422,6 +422,13 @@ def test_jumps_in_observations_find_the_episode_ends(lengths, seed):
     np.testing.assert_array_equal(found, episode_ids(ends))
 
 
+def test_episode_ids_leave_the_callers_flags_alone():
+    terminals = np.zeros(4, dtype=bool)
+    obs = np.array([[0.0], [1.0], [5.0], [6.0]])
+    episode_ids(terminals, observations=obs, next_observations=obs + 1)
+    assert not terminals.any()
+
+
 def test_reward_scale_none():
     assert reward_scale(*_episodes(), "none") == 1.0
 

@@ -267,6 +267,28 @@ def test_builder_end_to_end(tmp_path):
     assert sizes["medium-expert"] == 900
     assert 300 <= sizes["medium-replay"] <= 700
     assert not (tmp_path / "d3rlpy_logs").exists()
+    # built under shipped names, the built files are the ones found
+    assert len(load_dataset("pendulum-medium-v0", data_home=tmp_path).rewards) == 450
+
+    # the medium data do not depend on whether the expert data were asked for
+    alone = build_datasets(
+        "Pendulum-v1",
+        n_sac_steps=700,
+        n_transitions=450,
+        random_steps=300,
+        eval_interval=200,
+        n_eval_episodes=1,
+        n_ref_episodes=2,
+        hidden_units=(16, 16),
+        batch_size=32,
+        out=tmp_path / "medium_only",
+        n_threads=1,
+        qualities=["medium"],
+    )
+    for key in D4RL_KEYS:
+        np.testing.assert_array_equal(
+            load_dataset(alone["medium"])[key], load_dataset(paths["medium"])[key]
+        )
 
     # the CLI, a subset of the qualities into another folder
     out = tmp_path / "cli"

@@ -96,7 +96,7 @@ def episode_ends(
     (Euclidean distance above 1e-6, the IQL authors' test), which finds the
     ends of episodes cut by a time limit when ``timeouts`` are not given.
     """
-    ends = check_flags(terminals, "terminals", n)
+    ends = check_flags(terminals, "terminals", n).copy()  # may be the caller's
     if timeouts is not None:
         ends = ends | check_flags(timeouts, "timeouts", len(ends))
     if observations is not None and next_observations is not None and len(ends) > 1:

@@ -11,9 +11,9 @@ Small Pendulum-v1 datasets ship with the package: ``pendulum-random-v0``,
 ``pendulum-medium-expert-v0`` (medium and expert concatenated when loaded). Larger
 ones are built with :mod:`sk_o2o.datasets.builder` into :func:`get_data_home`.
 
-Names are looked up in this order: the datasets shipped with the package, then the
-``.npz`` files in :func:`get_data_home` (``$SK_O2O_DATA`` if set, else
-``~/.cache/sk_o2o/datasets``). A name ending in ``-medium-expert-<version>`` with no
+Names are looked up in this order: the ``.npz`` files in :func:`get_data_home`
+(``$SK_O2O_DATA`` if set, else ``~/.cache/sk_o2o/datasets``), then the datasets
+shipped with the package, so that a dataset built under a shipped name is found. A name ending in ``-medium-expert-<version>`` with no
 file of its own is the concatenation of the ``-medium-`` and ``-expert-`` datasets
 of the same place. A path to an ``.npz`` file is loaded directly.
 """
@@ -212,8 +212,12 @@ def _concatenate(first: dict, second: dict) -> dict:
 
 
 def _find(name: str, data_home) -> dict | None:
-    """Load ``name`` from the shipped data, then from the cache; None if absent."""
-    for folder in (_shipped_dir(), get_data_home(data_home)):
+    """Load ``name`` from the cache, then from the shipped data; None if absent.
+
+    The cache first: a dataset built under a shipped name (the builder's default
+    environment is Pendulum) is the one its builder wants.
+    """
+    for folder in (get_data_home(data_home), _shipped_dir()):
         candidate = folder.joinpath(f"{name}.npz")
         if candidate.is_file():
             return _read_npz(candidate)

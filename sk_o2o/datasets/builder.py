@@ -71,6 +71,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sk_o2o.datasets import D4RL_KEYS, episode_returns, get_data_home
 from sk_o2o.rl.online import collect_transitions, evaluate_policy, make_env
@@ -346,8 +347,6 @@ def build_datasets(
     if not hasattr(gym_env.action_space, "low"):
         raise ValueError(f"env={env_id!r} must have a continuous (Box) action space.")
     out = get_data_home(out)
-    import torch
-
     previous_threads = torch.get_num_threads()
     if n_threads is not None:
         torch.set_num_threads(int(n_threads))
@@ -439,9 +438,12 @@ def _build(
             None, gym_env, n_steps=n_transitions, seed=collect_seed
         )
     if "expert" in qualities or "medium-expert" in qualities:
-        datasets["expert"] = collect_transitions(
-            sac, gym_env, n_steps=n_transitions, seed=collect_seed
-        )
+        # SAC samples from torch's global generator: forked, so that the medium
+        # data do not depend on whether the expert data were asked for
+        with torch.random.fork_rng(devices=[]):
+            datasets["expert"] = collect_transitions(
+                sac, gym_env, n_steps=n_transitions, seed=collect_seed
+            )
     if "medium" in qualities or "medium-expert" in qualities:
         final_weights = copy.deepcopy(sac.impl.policy.state_dict())
         sac.impl.policy.load_state_dict(medium_weights)
