@@ -67,6 +67,7 @@ import copy
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -425,6 +426,17 @@ def _build(
     medium_step, medium_return, medium_weights = next(
         (s for s in snapshots if s[1] >= target), snapshots[-1]
     )
+    if medium_return < target and (
+        "medium" in qualities or "medium-replay" in qualities
+    ):
+        warnings.warn(
+            f"no SAC snapshot reached the medium target return {target:.1f} (best "
+            f"evaluation {max(s[1] for s in snapshots):.1f}): the medium data come "
+            "from the final policy and medium-replay is the whole buffer. Train "
+            "longer (n_sac_steps) or lower medium_target_return/medium_fraction.",
+            UserWarning,
+            stacklevel=3,
+        )
     _log(
         verbose,
         f"ref_min_score {ref_min:.1f}, ref_max_score {ref_max:.1f}, medium target "
