@@ -374,7 +374,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 net.module, nn.Module
             ):  # retraining a net built around a module instance: skorch trained
                 # that instance in place, so its copy holds the trained weights
-                reset_parameters(net.module)
+                _reset_parameters(net.module)
             net.fit(X, y_encoded)
         return net
 
@@ -489,7 +489,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             )
 
 
-def reset_parameters(module: nn.Module) -> None:
+def _reset_parameters(module: nn.Module) -> None:
     """Draw new weights for every layer of ``module``, in place.
 
     Raises ``ValueError`` where a layer holds parameters but has no
