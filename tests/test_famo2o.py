@@ -291,3 +291,27 @@ def test_td3bc_base_has_its_own_range_and_beta_meaning(data):
     assert {"critic_loss", "actor_loss", "balance_loss"} <= set(policy.history_[-1])
     explicit = FamO2OPolicy(algo="td3bc", balance_range=(2.0, 3.0), n_steps=5, **FAST)
     assert explicit.fit(data).core_.config.balance_range == (2.0, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("beta", "match"),
+    [
+        (float("nan"), "beta contains NaN"),
+        (np.inf, "beta contains NaN"),
+        ([1.0, 2.0], "one per row of X"),
+        (np.ones((5, 1)), "one per row of X"),
+        ("a", "beta must be numbers"),
+    ],
+)
+def test_predict_with_balance_checks_beta(trained, data, beta, match):
+    with pytest.raises(ValueError, match=match):
+        trained.predict_with_balance(data.observations[:5], beta)
+
+
+def test_predict_with_balance_takes_a_number_or_one_per_row(trained, data):
+    X = data.observations[:5]
+    one = trained.predict_with_balance(X, 2.0)
+    np.testing.assert_array_equal(one, trained.predict_with_balance(X, np.full(5, 2.0)))
+    np.testing.assert_array_equal(
+        one, trained.predict_with_balance(X, torch.tensor(2.0))
+    )

@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from sk_o2o.data.buffer import Batch
 from sk_o2o.data.normalization import REWARD_SCALINGS
+from sk_o2o.data.transitions import check_finite, to_numpy
 from sk_o2o.rl.algos.famo2o import (
     FamO2OIQLConfig,
     FamO2OIQLCore,
@@ -455,15 +456,27 @@ random_state, verbose, log_interval
         ----------
         X : array-like of shape (n_samples, obs_dim)
         beta : float or array-like of shape (n_samples,)
+            Finite. The universal model was trained on ``balance_range``;
+            outside it, it extrapolates.
 
         Returns
         -------
         actions : ndarray, as :meth:`predict`
         """
         obs = self._observations_tensor(X)
-        beta = torch.as_tensor(
-            np.broadcast_to(np.asarray(beta, dtype=np.float32), (len(obs),)).copy()
-        ).to(self.device_)
+        try:
+            beta = np.asarray(to_numpy(beta), dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"beta must be numbers, got {beta!r}.") from None
+        if beta.ndim > 1 or (beta.ndim == 1 and len(beta) != len(obs)):
+            raise ValueError(
+                f"beta must be a number or hold one per row of X ({len(obs)}), got "
+                f"shape {beta.shape}."
+            )
+        check_finite(np.broadcast_to(beta, (len(obs),))[:, None], "beta")
+        beta = torch.as_tensor(np.broadcast_to(beta, (len(obs),)).copy()).to(
+            self.device_
+        )
         with torch.no_grad():
             mean = self.core_.actor.mode(obs, balance_code(beta))
         return self._actions_out(mean)
