@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "TorchEstimator",
+    "check_int",
     "load",
     "progress_bar",
     "resolve_device",
@@ -33,6 +34,25 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- validation
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """``value`` as an int, or a TypeError/ValueError naming ``name``.
+
+    Refuses booleans and anything that is not an integer, and values below
+    ``minimum``.
+
+    Examples
+    --------
+    >>> check_int(3, "n_steps", 1)
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    return int(value)
 
 
 # --------------------------------------------------------------------------- devices

@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.metadata_routing import UNUSED, _MetadataRequester
 from sklearn.utils.validation import validate_data
 
+from sk_o2o._base import check_int
 from sk_o2o.data.transitions import as_transitions, episode_ids
 
 __all__ = [
@@ -94,11 +95,8 @@ def make_env_return_scorer(
     >>> scorer  # doctest: +ELLIPSIS
     make_env_return_scorer('Pendulum-v1', n_episodes=2, ...)
     """
-    for name, value, low in (("n_episodes", n_episodes, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name} must be an int, got {value!r}.")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}.")
+    n_episodes = check_int(n_episodes, "n_episodes", 1)
+    seed = check_int(seed, "seed", 0)
     if reference_returns is not None:
         low, high = (float(v) for v in reference_returns)
         if not high > low:
@@ -107,7 +105,7 @@ def make_env_return_scorer(
                 f"expert > random, got {reference_returns!r}."
             )
         reference_returns = (low, high)
-    return EnvReturnScorer(env, int(n_episodes), int(seed), reference_returns)
+    return EnvReturnScorer(env, n_episodes, seed, reference_returns)
 
 
 def _policy_and_features(estimator, X):

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sk_o2o._base import (
     TorchEstimator,
+    check_int,
     progress_bar,
     resolve_device,
     seed_from_random_state,
@@ -224,12 +225,7 @@ class BaseRLPolicy(TorchEstimator):
             )
             if n_updates is None:
                 n_updates = len(data)
-            if isinstance(n_updates, bool) or not isinstance(
-                n_updates, (int, np.integer)
-            ):
-                raise TypeError(f"n_updates must be an int, got {n_updates!r}.")
-            if n_updates < 0:
-                raise ValueError(f"n_updates must be >= 0, got {n_updates}.")
+            n_updates = check_int(n_updates, "n_updates", 0)
             if first_call:
                 self._initialise(data)
             else:
@@ -557,15 +553,9 @@ class BaseRLPolicy(TorchEstimator):
         from sk_o2o.rl.online import copy_env, evaluate_policy, make_env
 
         check_is_fitted(self)
-        for name, value, low in (
-            ("n_steps", n_steps, 0),
-            ("n_updates_per_step", n_updates_per_step, 0),
-            ("n_eval_episodes", n_eval_episodes, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {value!r}.")
-            if value < low:
-                raise ValueError(f"{name} must be >= {low}, got {value}.")
+        n_steps = check_int(n_steps, "n_steps", 0)
+        n_updates_per_step = check_int(n_updates_per_step, "n_updates_per_step", 0)
+        n_eval_episodes = check_int(n_eval_episodes, "n_eval_episodes", 1)
         if eval_interval is not None and (
             not isinstance(eval_interval, (int, np.integer)) or eval_interval < 1
         ):

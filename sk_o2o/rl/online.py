@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from sk_o2o._base import check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     import gymnasium
@@ -147,14 +148,6 @@ def copy_env(env: gymnasium.Env) -> gymnasium.Env:
         ) from exc
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
-    return int(value)
-
-
 def _random_policy(action_space: Any, seed: int) -> Callable[[np.ndarray], Any]:
     """Uniform random actions from a seeded copy of the action space's generator."""
     action_space.seed(int(seed))
@@ -247,8 +240,8 @@ def evaluate_policy(
     >>> returns.shape, returns.dtype
     ((3,), dtype('float64'))
     """
-    n_episodes = _check_int(n_episodes, "n_episodes", 1)
-    seed = _check_int(seed, "seed", 0)
+    n_episodes = check_int(n_episodes, "n_episodes", 1)
+    seed = check_int(seed, "seed", 0)
     with _opened(env) as env:
         act = _as_act_fn(policy, env.action_space, seed, stochastic=False)
         convert = _action_converter(env.action_space)
@@ -310,8 +303,8 @@ def collect_transitions(
     >>> int(data["timeouts"].sum())  # one 200-step episode and a cut one
     2
     """
-    n_steps = _check_int(n_steps, "n_steps", 1)
-    seed = _check_int(seed, "seed", 0)
+    n_steps = check_int(n_steps, "n_steps", 1)
+    seed = check_int(seed, "seed", 0)
     with _opened(env) as env:
         act = _as_act_fn(policy, env.action_space, seed, stochastic=True)
         convert = _action_converter(env.action_space)
