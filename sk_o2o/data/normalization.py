@@ -160,9 +160,10 @@ def reward_scale(
     across tasks. Episodes end at terminals, timeouts and, given the
     observations, where ``next_observations[i]`` is not ``observations[i + 1]``
     (as in the IQL authors' code, which uses no timeouts); with a single
-    episode the rewards are left unscaled, with a warning. ``"standard"`` divides by the reward standard deviation. Rewards
-    are scaled, never shifted: a shift changes the optimal policy of episodic tasks
-    (it acts as a per-step bonus), and scaling keeps values exactly invertible.
+    episode the rewards are left unscaled, with a warning. ``"standard"``
+    divides by the reward standard deviation. Rewards are scaled, never shifted:
+    a shift changes the optimal policy of episodic tasks (it acts as a per-step
+    bonus), and scaling keeps values exactly invertible.
     """
     if scaling == "none":
         return 1.0

@@ -13,9 +13,10 @@ ones are built with :mod:`sk_o2o.datasets.builder` into :func:`get_data_home`.
 
 Names are looked up in this order: the ``.npz`` files in :func:`get_data_home`
 (``$SK_O2O_DATA`` if set, else ``~/.cache/sk_o2o/datasets``), then the datasets
-shipped with the package, so that a dataset built under a shipped name is found. A name ending in ``-medium-expert-<version>`` with no
-file of its own is the concatenation of the ``-medium-`` and ``-expert-`` datasets
-of the same place. A path to an ``.npz`` file is loaded directly.
+shipped with the package, so that a dataset built under a shipped name is found.
+A name ending in ``-medium-expert-<version>`` with no file of its own is the
+concatenation of the ``-medium-`` and ``-expert-`` datasets of the same place. A
+path to an ``.npz`` file is loaded directly.
 """
 
 from __future__ import annotations

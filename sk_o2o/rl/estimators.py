@@ -473,10 +473,9 @@ random_state, verbose, log_interval
                 f"beta must be a number or hold one per row of X ({len(obs)}), got "
                 f"shape {beta.shape}."
             )
-        check_finite(np.broadcast_to(beta, (len(obs),))[:, None], "beta")
-        beta = torch.as_tensor(np.broadcast_to(beta, (len(obs),)).copy()).to(
-            self.device_
-        )
+        beta = np.broadcast_to(beta, (len(obs),))
+        check_finite(beta[:, None], "beta")
+        beta = torch.as_tensor(beta.copy()).to(self.device_)
         with torch.no_grad():
             mean = self.core_.actor.mode(obs, balance_code(beta))
         return self._actions_out(mean)
