@@ -238,19 +238,18 @@ def test_builder_end_to_end(tmp_path):
     pytest.importorskip("d3rlpy")
     from sk_o2o.datasets.builder import QUALITIES, build_datasets, main
 
-    paths = build_datasets(
-        "Pendulum-v1",
-        n_sac_steps=700,
-        n_transitions=450,
-        random_steps=300,
-        eval_interval=200,
-        n_eval_episodes=1,
-        n_ref_episodes=2,
-        hidden_units=(16, 16),
-        batch_size=32,
-        out=tmp_path,
-        n_threads=1,
-    )
+    tiny = {
+        "n_sac_steps": 700,
+        "n_transitions": 450,
+        "random_steps": 300,
+        "eval_interval": 200,
+        "n_eval_episodes": 1,
+        "n_ref_episodes": 2,
+        "hidden_units": (16, 16),
+        "batch_size": 32,
+        "n_threads": 1,
+    }
+    paths = build_datasets("Pendulum-v1", out=tmp_path, **tiny)
     assert sorted(paths) == sorted(QUALITIES)
     assert set(list_datasets(data_home=tmp_path)) >= {
         f"pendulum-{q}-v0" for q in QUALITIES
@@ -272,18 +271,7 @@ def test_builder_end_to_end(tmp_path):
 
     # the medium data do not depend on whether the expert data were asked for
     alone = build_datasets(
-        "Pendulum-v1",
-        n_sac_steps=700,
-        n_transitions=450,
-        random_steps=300,
-        eval_interval=200,
-        n_eval_episodes=1,
-        n_ref_episodes=2,
-        hidden_units=(16, 16),
-        batch_size=32,
-        out=tmp_path / "medium_only",
-        n_threads=1,
-        qualities=["medium"],
+        "Pendulum-v1", out=tmp_path / "medium_only", qualities=["medium"], **tiny
     )
     for key in D4RL_KEYS:
         np.testing.assert_array_equal(

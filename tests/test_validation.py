@@ -293,15 +293,6 @@ def test_predict_value_refuses_y_of_other_ranks(fitted_policy, y):
         fitted_policy.predict_value(np.zeros((6, 3)), y)
 
 
-def test_partial_fit_validates_parameters_set_since_fit(fitted_policy, transitions):
-    policy = copy.deepcopy(fitted_policy).set_params(beta=float("nan"))
-    X = transitions["observations"]
-    snapshot = _snapshot(policy, X)
-    with pytest.raises(ValueError, match="beta"):
-        _call(policy.partial_fit, _arrays(transitions))
-    _assert_unchanged(policy, X, snapshot)
-
-
 def test_next_observations_columns_must_match_X(data, make_policy):
     pd = pytest.importorskip("pandas")
     arrays = _arrays(data)
@@ -447,12 +438,22 @@ def test_failed_fit_after_initialisation_restores(fitted_policy, data, fit_kwarg
     _assert_unchanged(policy, X, snapshot)
 
 
-def test_failed_partial_fit_leaves_fitted_estimator_unchanged(fitted_policy, data):
-    policy = copy.deepcopy(fitted_policy)
+@pytest.mark.parametrize(
+    ("params", "make_data", "match"),
+    [
+        ({}, _nan_data, "rewards contains NaN"),
+        # parameters set since fit are validated on every partial_fit call
+        ({"beta": float("nan")}, _arrays, "beta"),
+    ],
+)
+def test_failed_partial_fit_leaves_fitted_estimator_unchanged(
+    fitted_policy, data, params, make_data, match
+):
+    policy = copy.deepcopy(fitted_policy).set_params(**params)
     X = data["observations"]
     snapshot = _snapshot(policy, X)
-    with pytest.raises(ValueError, match="rewards contains NaN"):
-        _call(policy.partial_fit, _nan_data(data))
+    with pytest.raises(ValueError, match=match):
+        _call(policy.partial_fit, make_data(data))
     _assert_unchanged(policy, X, snapshot)
 
 
