@@ -40,6 +40,7 @@ import numpy as np
 
 from sk_o2o import FamO2OPolicy, IQLPolicy
 from sk_o2o.datasets import load_dataset, normalized_score
+from sk_o2o.rl.base import ONLINE_EVAL_SEED_OFFSET
 from sk_o2o.rl.online import evaluate_policy
 
 AGENTS = {
@@ -56,10 +57,6 @@ ESTIMATORS = {  # key: (class, parameters other than the run's)
     "iql": (IQLPolicy, {}),
     "iql_cosine": (IQLPolicy, {"actor_lr_schedule": "cosine"}),
 }
-
-
-# fit_online evaluates on episodes seeded seed + 10_000 (sk_o2o/rl/base.py)
-ONLINE_EVAL_SEED_OFFSET = 10_000
 
 
 def run_ours(policy, data, args, seed: int) -> list[tuple[int, float]]:

@@ -81,6 +81,8 @@ class _LossLog:
 
 _PREDICT_CHUNK = 65_536
 _INDEX_CHUNK = 1_000  # gradient steps whose batch indices are drawn at once
+# fit_online's evaluation episodes are seeded seed + this, apart from training's
+ONLINE_EVAL_SEED_OFFSET = 10_000
 
 
 class BaseRLPolicy(TorchEstimator):
@@ -614,7 +616,10 @@ class BaseRLPolicy(TorchEstimator):
                     episode_return = 0.0
                 if eval_env is not None and t % eval_interval == 0:
                     returns = evaluate_policy(
-                        self, eval_env, n_episodes=n_eval_episodes, seed=seed + 10_000
+                        self,
+                        eval_env,
+                        n_episodes=n_eval_episodes,
+                        seed=seed + ONLINE_EVAL_SEED_OFFSET,
                     )
                     self.history_.append(
                         {
