@@ -224,3 +224,88 @@ def test_helpers_close_the_environments_they_make(monkeypatch):
     monkeypatch.undo()
     evaluate_policy(zero_torque, CloseSpy(make_env(ENV)), n_episodes=1)
     assert len(closed) == 2  # the caller's environment stays open
+
+
+class CloseSpy(gymnasium.Wrapper):
+    """Records its closing in ``closed``; gymnasium cannot recreate it from a spec."""
+
+    def __init__(self, env, closed):
+        super().__init__(env)
+        self.closed = closed
+
+    def close(self):
+        self.closed.append(self)
+        super().close()
+
+
+def _tiny_policy(X=None, next_observations=None):
+    from sk_o2o import IQLPolicy
+    from sk_o2o.datasets import load_dataset
+
+    data = load_dataset("pendulum-medium-replay-v0")
+    return IQLPolicy(
+        n_steps=2, hidden_sizes=(16, 16), device="cpu", random_state=0
+    ).fit(
+        data["observations"] if X is None else X,
+        data["actions"],
+        rewards=data["rewards"],
+        next_observations=(
+            data["next_observations"]
+            if next_observations is None
+            else next_observations
+        ),
+        terminals=data["terminals"],
+        timeouts=data["timeouts"],
+    )
+
+
+def test_fit_online_closes_the_environments_it_makes(monkeypatch):
+    import sk_o2o.rl.online as online
+
+    policy, closed = _tiny_policy(), []
+    real_make_env, real_copy_env = online.make_env, online.copy_env
+    monkeypatch.setattr(
+        online,
+        "make_env",
+        lambda env: (
+            CloseSpy(real_make_env(env), closed) if isinstance(env, str) else env
+        ),
+    )
+    monkeypatch.setattr(
+        online,
+        "copy_env",
+        # A CloseSpy cannot be recreated: copy what it wraps.
+        lambda env: CloseSpy(
+            real_copy_env(env.env if isinstance(env, CloseSpy) else env), closed
+        ),
+    )
+    policy.fit_online(ENV, 5, eval_interval=5, n_eval_episodes=1)
+    assert len(closed) == 2  # the training env made from the id and its copy
+    policy.fit_online(gymnasium.make(ENV), 5, eval_interval=5, n_eval_episodes=1)
+    assert len(closed) == 3  # the evaluation copy only
+    own = [CloseSpy(gymnasium.make(ENV), []) for _ in range(2)]
+    policy.fit_online(own[0], 5, eval_interval=5, n_eval_episodes=1, eval_env=own[1])
+    assert len(closed) == 3 and own[0].closed == own[1].closed == []
+    with pytest.raises(ValueError, match="features"):
+        policy.fit_online("MountainCarContinuous-v0", 5, eval_interval=5)
+    assert len(closed) == 5  # closed on the way out of a failed call as well
+
+
+def test_a_policy_fitted_on_a_dataframe_is_stepped_without_warnings():
+    import warnings
+
+    from sk_o2o.datasets import load_dataset
+
+    pd = pytest.importorskip("pandas")
+    data = load_dataset("pendulum-medium-replay-v0")
+    columns = ["cos", "sin", "velocity"]
+    policy = _tiny_policy(
+        pd.DataFrame(data["observations"], columns=columns),
+        pd.DataFrame(data["next_observations"], columns=columns),
+    )
+    with warnings.catch_warnings():
+        # sklearn's "X does not have valid feature names" came once a step.
+        warnings.simplefilter("error")
+        evaluate_policy(policy, ENV, n_episodes=1)
+        collect_transitions(policy, ENV, n_steps=5)
+        policy.fit_online(ENV, 5, eval_interval=5, n_eval_episodes=1)

@@ -552,7 +552,7 @@ class BaseRLPolicy(TorchEstimator):
         ``env_step`` and ``episode_return``) and one per evaluation
         (``phase="online_eval"``, with ``env_step`` and ``eval_return``).
         """
-        from sk_o2o.rl.online import copy_env, evaluate_policy, make_env
+        from sk_o2o.rl.online import _opened, copy_env
 
         check_is_fitted(self)
         n_steps = check_int(n_steps, "n_steps", 0)
@@ -564,13 +564,42 @@ class BaseRLPolicy(TorchEstimator):
             raise ValueError(
                 f"eval_interval must be None or a positive int, got {eval_interval!r}."
             )
-        env = make_env(env)
-        if eval_interval is None:
-            eval_env = None
-        elif eval_env is not None:
-            eval_env = make_env(eval_env)
-        else:
-            eval_env = copy_env(env)
+        with contextlib.ExitStack() as opened:
+            # Environments made here (from an id, or the evaluation copy) are
+            # closed here; the caller's own are left open.
+            env = opened.enter_context(_opened(env))
+            if eval_interval is None:
+                eval_env = None
+            elif eval_env is not None:
+                eval_env = opened.enter_context(_opened(eval_env))
+            else:
+                eval_env = copy_env(env)
+                opened.callback(eval_env.close)
+            self._interact(
+                env,
+                eval_env,
+                n_steps,
+                n_updates_per_step,
+                eval_interval,
+                n_eval_episodes,
+                seed,
+            )
+        return self
+
+    def _interact(
+        self,
+        env,
+        eval_env,
+        n_steps: int,
+        n_updates_per_step: int,
+        eval_interval: int | None,
+        n_eval_episodes: int,
+        seed: int,
+    ) -> None:
+        """The loop of :meth:`fit_online`, on environments it has opened."""
+        from sk_o2o.rl.online import _as_act_fn, evaluate_policy
+
+        act = _as_act_fn(self, env.action_space, seed, stochastic=True)
         obs, _ = env.reset(seed=seed)
         if np.shape(obs) != (self.n_features_in_,):
             raise ValueError(
@@ -585,7 +614,7 @@ class BaseRLPolicy(TorchEstimator):
         ):
             log = _LossLog(self, "online", self.log_interval, None)
             for t in range(1, n_steps + 1):
-                action = self.sample_action(obs[None])
+                action = act(np.asarray(obs, np.float32)[None])
                 next_obs, reward, terminated, truncated, _ = env.step(
                     action[0] if not self.actions_1d_ else action
                 )
@@ -632,7 +661,6 @@ class BaseRLPolicy(TorchEstimator):
                     self.core_.train()
                 bar.update(1)
             log.flush()
-        return self
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=torch.float32).to(self.device_)

@@ -8,7 +8,9 @@ where the policy has one, to explore with the stochastic policy.
 
 The helpers step one environment, one observation at a time: the policy is called
 on a batch of one observation, ``obs[None]`` in float32, and the returned action is
-clipped to the action space before it is passed to ``env.step``.
+clipped to the action space before it is passed to ``env.step``. A policy fitted
+on a DataFrame (one with ``feature_names_in_``) gets that batch as a DataFrame with
+its column names.
 
 Gymnasium is an optional dependency (the ``envs`` extra); it is imported when one of
 these functions is first called.
@@ -158,15 +160,29 @@ def _random_policy(action_space: Any, seed: int) -> Callable[[np.ndarray], Any]:
     return act
 
 
+def _with_feature_names(policy: Any, act: Callable) -> Callable[[np.ndarray], Any]:
+    """Give a policy fitted on a DataFrame its observations as one.
+
+    scikit-learn warns on every array passed to an estimator fitted with feature
+    names, i.e. on every step of an episode.
+    """
+    names = getattr(policy, "feature_names_in_", None)
+    if names is None:
+        return act
+    import pandas as pd
+
+    return lambda obs: act(pd.DataFrame(obs, columns=names))
+
+
 def _as_act_fn(
     policy: Any, action_space: Any, seed: int, *, stochastic: bool
 ) -> Callable[[np.ndarray], Any]:
     if policy is None:
         return _random_policy(action_space, seed)
     if stochastic and callable(getattr(policy, "sample_action", None)):
-        return policy.sample_action
+        return _with_feature_names(policy, policy.sample_action)
     if callable(getattr(policy, "predict", None)):
-        return policy.predict
+        return _with_feature_names(policy, policy.predict)
     if callable(policy):
         return policy
     raise TypeError(
