@@ -309,3 +309,39 @@ def test_a_policy_fitted_on_a_dataframe_is_stepped_without_warnings():
         evaluate_policy(policy, ENV, n_episodes=1)
         collect_transitions(policy, ENV, n_steps=5)
         policy.fit_online(ENV, 5, eval_interval=5, n_eval_episodes=1)
+
+
+class RecordActions(gymnasium.Wrapper):
+    def __init__(self, env):
+        super().__init__(env)
+        self.actions = []
+
+    def step(self, action):
+        self.actions.append(np.array(action))
+        return self.env.step(action)
+
+
+def test_fit_online_acts_and_stores_inside_the_env_action_space():
+    from sk_o2o import IQLPolicy
+    from sk_o2o.datasets import load_dataset
+
+    # Bounds wider than Pendulum's [-2, 2]: the policy's actions reach ±5.
+    policy = IQLPolicy(
+        n_steps=2, hidden_sizes=(16, 16), action_bounds=(-5.0, 5.0), random_state=0
+    ).fit(load_dataset("pendulum-medium-replay-v0"))
+    env = RecordActions(gymnasium.make(ENV))
+    n_before = len(policy.buffer_)
+    policy.fit_online(env, 300, n_updates_per_step=0)
+    executed = np.concatenate(env.actions)
+    assert executed.min() == -2.0 and executed.max() == 2.0  # clipped, not ±5
+    stored = policy.action_scaler_.inverse_transform(
+        policy.buffer_.rows(n_before)["actions"].numpy().astype(np.float64)
+    )
+    np.testing.assert_allclose(stored[:, 0], executed, atol=1e-5)
+    with pytest.raises(ValueError, match="Box"):
+        policy.fit_online("CartPole-v1", 5)
+    env = gymnasium.make(ENV)
+    env.action_space = gymnasium.spaces.Box(-2.0, 2.0, (2,))
+    with pytest.raises(ValueError, match="env actions have shape"):
+        policy.fit_online(env, 5)
+    assert len(policy.buffer_) == n_before + 300

@@ -515,8 +515,9 @@ class BaseRLPolicy(TorchEstimator):
     ):
         """Fine-tune by interacting with a gymnasium environment.
 
-        Each environment step acts with :meth:`sample_action`, stores the
-        transition in the buffer (which keeps the offline data: both are sampled
+        Each environment step acts with :meth:`sample_action` (clipped to the
+        environment's action space, which must be a ``Box``), stores the
+        transition, with the action the environment executed, in the buffer (which keeps the offline data: both are sampled
         uniformly) and takes ``n_updates_per_step`` gradient steps in the
         ``"online"`` phase. The estimator must be fitted first (offline, with
         :meth:`fit`, or with :meth:`partial_fit`).
@@ -597,9 +598,22 @@ class BaseRLPolicy(TorchEstimator):
         seed: int,
     ) -> None:
         """The loop of :meth:`fit_online`, on environments it has opened."""
-        from sk_o2o.rl.online import _as_act_fn, evaluate_policy
+        import gymnasium
+
+        from sk_o2o.rl.online import _action_converter, _as_act_fn, evaluate_policy
 
         act = _as_act_fn(self, env.action_space, seed, stochastic=True)
+        space = env.action_space
+        if not isinstance(space, gymnasium.spaces.Box):
+            raise ValueError(
+                f"env must have a continuous (Box) action space, got {space}."
+            )
+        if int(np.prod(space.shape)) != self.action_dim_:
+            raise ValueError(
+                f"env actions have shape {space.shape}, but the policy was fitted "
+                f"on {self.action_dim_}-dimensional actions."
+            )
+        convert = _action_converter(env.action_space)
         obs, _ = env.reset(seed=seed)
         if np.shape(obs) != (self.n_features_in_,):
             raise ValueError(
@@ -614,10 +628,10 @@ class BaseRLPolicy(TorchEstimator):
         ):
             log = _LossLog(self, "online", self.log_interval, None)
             for t in range(1, n_steps + 1):
-                action = act(np.asarray(obs, np.float32)[None])
-                next_obs, reward, terminated, truncated, _ = env.step(
-                    action[0] if not self.actions_1d_ else action
-                )
+                # Clipped to the env's action space, as in evaluate_policy; the
+                # buffer stores the action the env executed.
+                action = convert(act(np.asarray(obs, np.float32)[None]))
+                next_obs, reward, terminated, truncated, _ = env.step(action)
                 self._append(
                     Transitions(
                         np.asarray(obs, np.float32)[None],
