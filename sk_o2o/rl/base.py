@@ -517,9 +517,9 @@ class BaseRLPolicy(TorchEstimator):
 
         Each environment step acts with :meth:`sample_action` (clipped to the
         environment's action space, which must be a ``Box``), stores the
-        transition, with the action the environment executed, in the buffer (which keeps the offline data: both are sampled
-        uniformly) and takes ``n_updates_per_step`` gradient steps in the
-        ``"online"`` phase. The estimator must be fitted first (offline, with
+        transition with the executed action in the buffer (which keeps the
+        offline data: both are sampled uniformly) and takes
+        ``n_updates_per_step`` gradient steps in the ``"online"`` phase. The estimator must be fitted first (offline, with
         :meth:`fit`, or with :meth:`partial_fit`).
 
         Parameters
