@@ -230,8 +230,8 @@ def _to_json(obj: Any, where: str = "") -> Any:
         return obj
     raise TypeError(
         f"cannot store {where} (a {type(obj).__name__}) in the safe format; "
-        "set it to a plain value (e.g. an int random_state) or use pickle or "
-        "joblib for this model."
+        "set it to a plain value (an int, float, str, bool, None or a list of "
+        "them) or use pickle or joblib for this model."
     )
 
 

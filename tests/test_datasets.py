@@ -304,3 +304,11 @@ def test_builder_rejects_bad_arguments(tmp_path):
         build_datasets(medium_fraction=1.5, out=tmp_path)
     with pytest.raises(ValueError, match="Box"):
         build_datasets("CartPole-v1", out=tmp_path)
+
+
+def test_load_dataset_on_a_plain_d4rl_file_says_what_reads_it(tmp_path):
+    data = load_dataset("pendulum-medium-replay-v0")
+    path = tmp_path / "plain.npz"
+    np.savez(path, **{key: data[key] for key in D4RL_KEYS})
+    with pytest.raises(ValueError, match=r"lacks.*episode_ids"):
+        load_dataset(path)

@@ -296,6 +296,38 @@ def test_history_records(transitions, make_policy):
     assert policy.history_[-1]["step"] == policy.n_updates_
 
 
+def test_progress_bar_advances_every_step_and_shows_the_losses(
+    transitions, make_policy, monkeypatch
+):
+    import contextlib
+
+    import sk_o2o.rl.base
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total, self.updates, self.postfixes = total, [], []
+            bars.append(self)
+
+        def update(self, n):
+            self.updates.append(n)
+
+        def set_postfix(self, postfix):
+            self.postfixes.append(postfix)
+
+    monkeypatch.setattr(
+        sk_o2o.rl.base,
+        "progress_bar",
+        lambda total, **_: contextlib.nullcontext(Bar(total)),
+    )
+    make_policy(n_steps=12, log_interval=5).fit(transitions)
+    # Not only when losses are logged (steps 5, 10, 12): a short fit moved the
+    # bar once, at its end.
+    assert bars[0].total == 12 and bars[0].updates == [1] * 12
+    assert [set(p) for p in bars[0].postfixes] == [set(LOSSES)] * 3
+
+
 def test_n_steps_zero_fits_without_training(transitions, make_policy):
     policy = make_policy(n_steps=0).fit(transitions)
     assert policy.n_updates_ == 0

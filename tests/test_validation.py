@@ -239,11 +239,16 @@ def test_missing_cuda_device(data, make_policy, fit_kwargs, device):
         )
 
 
-def test_empty_hidden_sizes(data, make_policy, fit_kwargs):
+@pytest.mark.parametrize("hidden", [(), (16.5,), (True, 8), (8, 0), ("8",)])
+def test_bad_hidden_sizes(data, make_policy, fit_kwargs, hidden):
     with pytest.raises(ValueError, match="hidden_sizes"):
-        make_policy(hidden_sizes=()).fit(
+        make_policy(hidden_sizes=hidden).fit(
             data["observations"], data["actions"], **fit_kwargs(data)
         )
+    # numpy integers are ints
+    make_policy(hidden_sizes=np.array([4, 4])).fit(
+        data["observations"], data["actions"], **fit_kwargs(data)
+    )
 
 
 # --------------------------------------------------------------------- fitted state
@@ -357,9 +362,11 @@ def test_partial_fit_actions_outside_fitted_bounds(fitted_policy, transitions):
     policy = copy.deepcopy(fitted_policy)
     new = {k: v[:8].copy() for k, v in transitions.items()}
     new["actions"][3] = policy.action_scaler_.high + 1.0
-    with pytest.raises(ValueError, match=r"^y holds actions outside.*index 3\b"):
+    with pytest.raises(ValueError, match=r"^y holds actions outside.*index 3\b") as e:
         policy.partial_fit(new)
     assert len(policy.buffer_) == len(fitted_policy.buffer_)
+    # Bounds taken from the data: the message says how to widen them.
+    assert "action_bounds=env.action_space" in str(e.value)
 
 
 @pytest.mark.parametrize(

@@ -129,18 +129,21 @@ def fit_action_scaler(actions: np.ndarray, action_bounds) -> ActionScaler:
     return ActionScaler(low.astype(np.float64), high.astype(np.float64))
 
 
-def check_actions_in_bounds(actions, low, high, bounds_name: str) -> None:
+def check_actions_in_bounds(
+    actions, low, high, bounds_name: str, hint: str = ""
+) -> None:
     """Raise a ValueError naming ``y`` and the first action outside the bounds.
 
     Compared in float32, the precision actions are stored in, so an action at a
-    bound such as -0.1 is not refused for float rounding.
+    bound such as -0.1 is not refused for float rounding. ``hint``, if given,
+    ends the message.
     """
     low32, high32 = np.float32(low), np.float32(high)
     outside = np.flatnonzero(((actions < low32) | (actions > high32)).any(axis=1))
     if len(outside):
         raise ValueError(
             f"y holds actions outside {bounds_name} (first at index "
-            f"{outside[0]}: {actions[outside[0]]}, bounds {low}..{high})."
+            f"{outside[0]}: {actions[outside[0]]}, bounds {low}..{high}).{hint}"
         )
 
 

@@ -200,7 +200,16 @@ def _read_npz(path) -> dict:
         raise ValueError(f"cannot read dataset file {str(path)!r}: {exc}") from exc
     missing = [k for k in D4RL_KEYS + METADATA_KEYS if k not in data]
     if missing:
-        raise ValueError(f"dataset file {str(path)!r} lacks the key(s) {missing}.")
+        hint = ""
+        if all(k in data for k in D4RL_KEYS):
+            hint = (
+                " load_dataset reads the builder's files, which carry metadata; an "
+                "estimator's fit takes this plain D4RL file as it is, and "
+                "sk_o2o.datasets.episode_ids gives its episodes (for GroupKFold)."
+            )
+        raise ValueError(
+            f"dataset file {str(path)!r} lacks the key(s) {missing}.{hint}"
+        )
     return data
 
 

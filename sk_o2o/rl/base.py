@@ -49,7 +49,8 @@ __all__ = ["BaseRLPolicy"]
 
 
 class _LossLog:
-    """Averages per-step losses into one ``history_`` record every ``interval``."""
+    """Averages per-step losses into one ``history_`` record every ``interval``;
+    advances ``bar`` by each step and shows the last record's losses."""
 
     def __init__(self, estimator, phase: str, interval: int, bar) -> None:
         self.estimator, self.phase, self.bar = estimator, phase, bar
@@ -63,6 +64,8 @@ class _LossLog:
             self.sums[key] = self.sums[key] + value if key in self.sums else value
             self.counts[key] = self.counts.get(key, 0) + 1
         self.steps += 1
+        if self.bar is not None:  # every step, not only when losses are logged
+            self.bar.update(1)
         if self.steps == self.interval:
             self.flush()
 
@@ -75,7 +78,6 @@ class _LossLog:
         )
         if self.bar is not None:
             self.bar.set_postfix({k: f"{v:.3g}" for k, v in record.items()})
-            self.bar.update(self.steps)
         self.sums, self.counts, self.steps = {}, {}, 0
 
 
@@ -171,6 +173,11 @@ class BaseRLPolicy(TorchEstimator):
         every transition is treated as a terminal one-step episode with zero
         reward: all advantages are zero and the policy is fitted by behaviour
         cloning of ``y`` (a warning says so).
+
+        An error or an interrupt (Ctrl-C) during ``fit`` leaves the estimator as
+        it was before the call, fitted or not: ``fit`` is all or nothing, unlike
+        skorch, which keeps a model interrupted mid-training. Gradient steps of
+        :meth:`partial_fit` and :meth:`fit_online` are kept when interrupted.
         """
         with self._restore_on_error():
             self._validate_params()
@@ -232,8 +239,19 @@ class BaseRLPolicy(TorchEstimator):
                 self._initialise(data)
             else:
                 scaler = self.action_scaler_
+                hint = (
+                    " They were taken from the first fit's actions; fit with "
+                    "action_bounds=env.action_space (or the true action range) to "
+                    "accept every valid action."
+                    if self.action_bounds is None
+                    else ""
+                )
                 check_actions_in_bounds(
-                    data.actions, scaler.low, scaler.high, "the fitted action bounds"
+                    data.actions,
+                    scaler.low,
+                    scaler.high,
+                    "the fitted action bounds",
+                    hint,
                 )
                 self._append(data)
         self._train(int(n_updates), phase="partial_fit")

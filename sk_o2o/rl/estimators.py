@@ -482,12 +482,16 @@ random_state, verbose, log_interval
 
 
 def _check_hidden(hidden_sizes) -> tuple[int, ...]:
-    hidden = tuple(int(h) for h in hidden_sizes)
-    if not hidden or min(hidden) < 1:
+    hidden = tuple(hidden_sizes)
+    # int(16.5) and int(True) would build other networks than asked for.
+    if not hidden or not all(
+        isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1
+        for h in hidden
+    ):
         raise ValueError(
-            f"hidden_sizes must be non-empty positive ints, got {hidden_sizes}."
+            f"hidden_sizes must be non-empty positive ints, got {hidden_sizes!r}."
         )
-    return hidden
+    return tuple(int(h) for h in hidden)
 
 
 def _check_range(value, name: str) -> tuple[float, float]:

@@ -116,8 +116,8 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 classes, y_encoded = np.unique(y, return_inverse=True)
                 if len(classes) < 2:
                     raise ValueError(
-                        f"y holds 1 class ({classes[0]!r}); a classifier needs at "
-                        "least two."
+                        f"y holds 1 class ({classes.tolist()[0]!r}); a classifier "
+                        "needs at least two."
                     )
                 self.classes_ = classes
                 self.device_ = resolve_device(self.device)
