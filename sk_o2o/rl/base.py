@@ -537,8 +537,9 @@ class BaseRLPolicy(TorchEstimator):
         environment's action space, which must be a ``Box``), stores the
         transition with the executed action in the buffer (which keeps the
         offline data: both are sampled uniformly) and takes
-        ``n_updates_per_step`` gradient steps in the ``"online"`` phase. The estimator must be fitted first (offline, with
-        :meth:`fit`, or with :meth:`partial_fit`).
+        ``n_updates_per_step`` gradient steps in the ``"online"`` phase. The
+        estimator must be fitted first (offline, with :meth:`fit`, or with
+        :meth:`partial_fit`).
 
         Parameters
         ----------
@@ -620,7 +621,6 @@ class BaseRLPolicy(TorchEstimator):
 
         from sk_o2o.rl.online import _action_converter, _as_act_fn, evaluate_policy
 
-        act = _as_act_fn(self, env.action_space, seed, stochastic=True)
         space = env.action_space
         if not isinstance(space, gymnasium.spaces.Box):
             raise ValueError(
@@ -631,7 +631,8 @@ class BaseRLPolicy(TorchEstimator):
                 f"env actions have shape {space.shape}, but the policy was fitted "
                 f"on {self.action_dim_}-dimensional actions."
             )
-        convert = _action_converter(env.action_space)
+        act = _as_act_fn(self, space, seed, stochastic=True)
+        convert = _action_converter(space)
         obs, _ = env.reset(seed=seed)
         if np.shape(obs) != (self.n_features_in_,):
             raise ValueError(
