@@ -157,73 +157,17 @@ def test_collect_transitions_rejects_bad_n_steps():
         collect_transitions(None, ENV, n_steps=2.5)
 
 
-class CountSteps(gymnasium.Wrapper):
-    """Counts steps; gymnasium cannot recreate it from a spec."""
+class RecordActions(gymnasium.Wrapper):
+    """Records the actions it is stepped with; gymnasium cannot recreate it from a
+    spec."""
 
     def __init__(self, env):
         super().__init__(env)
-        self.n_steps = 0
+        self.actions = []
 
     def step(self, action):
-        self.n_steps += 1
+        self.actions.append(np.array(action))
         return self.env.step(action)
-
-
-def test_copy_env_keeps_kwargs_and_time_limit_or_says_why_not():
-    env = gymnasium.make(ENV, max_episode_steps=20, g=2.0)
-    twin = copy_env(env)
-    assert twin is not env
-    assert twin.spec.max_episode_steps == 20 and twin.unwrapped.g == 2.0
-    with pytest.raises(ValueError, match="eval_env"):
-        copy_env(CountSteps(env))
-
-
-def test_fit_online_evaluates_on_the_training_env_copy_or_on_eval_env():
-    from sk_o2o import IQLPolicy
-    from sk_o2o.datasets import load_dataset
-
-    data = load_dataset("pendulum-medium-replay-v0")
-    policy = IQLPolicy(
-        n_steps=2, hidden_sizes=(16, 16), device="cpu", random_state=0
-    ).fit(data)
-    # The copy keeps the 20-step limit: a 20-step Pendulum return is at least
-    # 20 × (−16.3), far above a 200-step one with an untrained policy.
-    policy.fit_online(
-        gymnasium.make(ENV, max_episode_steps=20),
-        20,
-        eval_interval=20,
-        n_eval_episodes=1,
-    )
-    evaluation = [h for h in policy.history_ if h["phase"] == "online_eval"]
-    assert evaluation[-1]["eval_return"] >= 20 * -16.3
-    env = CountSteps(gymnasium.make(ENV, max_episode_steps=20))
-    n_before = len(policy.buffer_)
-    with pytest.raises(ValueError, match="eval_env"):
-        policy.fit_online(env, 20, eval_interval=20)
-    assert len(policy.buffer_) == n_before and env.n_steps == 0
-    eval_env = CountSteps(gymnasium.make(ENV, max_episode_steps=20))
-    policy.fit_online(env, 20, eval_interval=20, n_eval_episodes=2, eval_env=eval_env)
-    assert env.n_steps == 20 and eval_env.n_steps == 40
-
-
-def test_helpers_close_the_environments_they_make(monkeypatch):
-    import sk_o2o.rl.online as online
-
-    closed = []
-
-    class CloseSpy(gymnasium.Wrapper):
-        def close(self):
-            closed.append(self)
-            super().close()
-
-    real_make_env = online.make_env
-    monkeypatch.setattr(online, "make_env", lambda env: CloseSpy(real_make_env(env)))
-    evaluate_policy(zero_torque, ENV, n_episodes=1)
-    collect_transitions(zero_torque, ENV, n_steps=5)
-    assert len(closed) == 2
-    monkeypatch.undo()
-    evaluate_policy(zero_torque, CloseSpy(make_env(ENV)), n_episodes=1)
-    assert len(closed) == 2  # the caller's environment stays open
 
 
 class CloseSpy(gymnasium.Wrapper):
@@ -238,13 +182,15 @@ class CloseSpy(gymnasium.Wrapper):
         super().close()
 
 
-def _tiny_policy(X=None, next_observations=None):
+def _tiny_policy(X=None, next_observations=None, **params):
+    """A 2-step IQLPolicy on the shipped Pendulum data; X and next_observations
+    replace the data's (e.g. by DataFrames)."""
     from sk_o2o import IQLPolicy
     from sk_o2o.datasets import load_dataset
 
     data = load_dataset("pendulum-medium-replay-v0")
     return IQLPolicy(
-        n_steps=2, hidden_sizes=(16, 16), device="cpu", random_state=0
+        n_steps=2, hidden_sizes=(16, 16), device="cpu", random_state=0, **params
     ).fit(
         data["observations"] if X is None else X,
         data["actions"],
@@ -257,6 +203,53 @@ def _tiny_policy(X=None, next_observations=None):
         terminals=data["terminals"],
         timeouts=data["timeouts"],
     )
+
+
+def test_copy_env_keeps_kwargs_and_time_limit_or_says_why_not():
+    env = gymnasium.make(ENV, max_episode_steps=20, g=2.0)
+    twin = copy_env(env)
+    assert twin is not env
+    assert twin.spec.max_episode_steps == 20 and twin.unwrapped.g == 2.0
+    with pytest.raises(ValueError, match="eval_env"):
+        copy_env(RecordActions(env))
+
+
+def test_fit_online_evaluates_on_the_training_env_copy_or_on_eval_env():
+    policy = _tiny_policy()
+    # The copy keeps the 20-step limit: a 20-step Pendulum return is at least
+    # 20 × (−16.3), far above a 200-step one with an untrained policy.
+    policy.fit_online(
+        gymnasium.make(ENV, max_episode_steps=20),
+        20,
+        eval_interval=20,
+        n_eval_episodes=1,
+    )
+    evaluation = [h for h in policy.history_ if h["phase"] == "online_eval"]
+    assert evaluation[-1]["eval_return"] >= 20 * -16.3
+    env = RecordActions(gymnasium.make(ENV, max_episode_steps=20))
+    n_before = len(policy.buffer_)
+    with pytest.raises(ValueError, match="eval_env"):
+        policy.fit_online(env, 20, eval_interval=20)
+    assert len(policy.buffer_) == n_before and len(env.actions) == 0
+    eval_env = RecordActions(gymnasium.make(ENV, max_episode_steps=20))
+    policy.fit_online(env, 20, eval_interval=20, n_eval_episodes=2, eval_env=eval_env)
+    assert len(env.actions) == 20 and len(eval_env.actions) == 40
+
+
+def test_helpers_close_the_environments_they_make(monkeypatch):
+    import sk_o2o.rl.online as online
+
+    closed = []
+    real_make_env = online.make_env
+    monkeypatch.setattr(
+        online, "make_env", lambda env: CloseSpy(real_make_env(env), closed)
+    )
+    evaluate_policy(zero_torque, ENV, n_episodes=1)
+    collect_transitions(zero_torque, ENV, n_steps=5)
+    assert len(closed) == 2
+    monkeypatch.undo()
+    evaluate_policy(zero_torque, CloseSpy(make_env(ENV), closed), n_episodes=1)
+    assert len(closed) == 2  # the caller's environment stays open
 
 
 def test_fit_online_closes_the_environments_it_makes(monkeypatch):
@@ -311,24 +304,9 @@ def test_a_policy_fitted_on_a_dataframe_is_stepped_without_warnings():
         policy.fit_online(ENV, 5, eval_interval=5, n_eval_episodes=1)
 
 
-class RecordActions(gymnasium.Wrapper):
-    def __init__(self, env):
-        super().__init__(env)
-        self.actions = []
-
-    def step(self, action):
-        self.actions.append(np.array(action))
-        return self.env.step(action)
-
-
 def test_fit_online_acts_and_stores_inside_the_env_action_space():
-    from sk_o2o import IQLPolicy
-    from sk_o2o.datasets import load_dataset
-
     # Bounds wider than Pendulum's [-2, 2]: the policy's actions reach ±5.
-    policy = IQLPolicy(
-        n_steps=2, hidden_sizes=(16, 16), action_bounds=(-5.0, 5.0), random_state=0
-    ).fit(load_dataset("pendulum-medium-replay-v0"))
+    policy = _tiny_policy(action_bounds=(-5.0, 5.0))
     env = RecordActions(gymnasium.make(ENV))
     n_before = len(policy.buffer_)
     policy.fit_online(env, 300, n_updates_per_step=0)
