@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from sk_o2o._base import check_int
 from sk_o2o.data.buffer import Batch
 from sk_o2o.data.normalization import REWARD_SCALINGS
 from sk_o2o.data.transitions import check_finite, to_numpy
@@ -482,16 +483,15 @@ random_state, verbose, log_interval
 
 
 def _check_hidden(hidden_sizes) -> tuple[int, ...]:
-    hidden = tuple(hidden_sizes)
-    # int(16.5) and int(True) would build other networks than asked for.
-    if not hidden or not all(
-        isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1
-        for h in hidden
-    ):
-        raise ValueError(
-            f"hidden_sizes must be non-empty positive ints, got {hidden_sizes!r}."
-        )
-    return tuple(int(h) for h in hidden)
+    # check_int, not int(): int(16.5) and int(True) build other networks.
+    message = f"hidden_sizes must be non-empty positive ints, got {hidden_sizes!r}."
+    try:
+        hidden = tuple(check_int(h, "hidden_sizes", 1) for h in hidden_sizes)
+    except (TypeError, ValueError):
+        raise ValueError(message) from None
+    if not hidden:
+        raise ValueError(message)
+    return hidden
 
 
 def _check_range(value, name: str) -> tuple[float, float]:
