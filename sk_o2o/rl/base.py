@@ -639,6 +639,8 @@ class BaseRLPolicy(TorchEstimator):
                 f"env observations have shape {np.shape(obs)}, but the policy was "
                 f"fitted on {self.n_features_in_} features."
             )
+        # The observation as the policy and the buffer take it: one float32 row.
+        obs = np.asarray(obs, np.float32)[None]
         self.core_.train()
         episode_return = 0.0
         with (
@@ -649,14 +651,15 @@ class BaseRLPolicy(TorchEstimator):
             for t in range(1, n_steps + 1):
                 # Clipped to the env's action space, as in evaluate_policy; the
                 # buffer stores the action the env executed.
-                action = convert(act(np.asarray(obs, np.float32)[None]))
+                action = convert(act(obs))
                 next_obs, reward, terminated, truncated, _ = env.step(action)
+                next_obs = np.asarray(next_obs, np.float32)[None]
                 self._append(
                     Transitions(
-                        np.asarray(obs, np.float32)[None],
+                        obs,
                         np.asarray(action, np.float32).reshape(1, -1),
                         np.asarray([reward], np.float32),
-                        np.asarray(next_obs, np.float32)[None],
+                        next_obs,
                         np.asarray([terminated], np.float32),
                         np.asarray([truncated], np.float32),
                     )
@@ -674,7 +677,7 @@ class BaseRLPolicy(TorchEstimator):
                             "episode_return": episode_return,
                         }
                     )
-                    obs, _ = env.reset()
+                    obs = np.asarray(env.reset()[0], np.float32)[None]
                     episode_return = 0.0
                 if eval_env is not None and t % eval_interval == 0:
                     returns = evaluate_policy(
