@@ -304,6 +304,29 @@ def test_a_policy_fitted_on_a_dataframe_is_stepped_without_warnings():
         policy.fit_online(ENV, 5, eval_interval=5, n_eval_episodes=1)
 
 
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        ({"seed": None}, TypeError, "seed"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"seed": 1.5}, TypeError, "seed"),
+        ({"eval_interval": True}, TypeError, "eval_interval"),
+        ({"eval_interval": 2.0}, TypeError, "eval_interval"),
+        ({"eval_interval": 0}, ValueError, "eval_interval"),
+        ({"n_updates_per_step": -1}, ValueError, "n_updates_per_step"),
+        ({"n_eval_episodes": 0}, ValueError, "n_eval_episodes"),
+    ],
+)
+def test_fit_online_checks_its_arguments_before_the_first_step(kwargs, error, name):
+    # seed=None used to train until the first evaluation and fail there, -1 to
+    # fail in gymnasium's reset; eval_interval=True evaluated every step.
+    policy = _tiny_policy()
+    n_updates, n_rows = policy.n_updates_, len(policy.buffer_)
+    with pytest.raises(error, match=name):
+        policy.fit_online(ENV, 20, **{"eval_interval": 10, **kwargs})
+    assert (policy.n_updates_, len(policy.buffer_)) == (n_updates, n_rows)
+
+
 def test_fit_online_acts_and_stores_inside_the_env_action_space():
     # Bounds wider than Pendulum's [-2, 2]: the policy's actions reach ±5.
     policy = _tiny_policy(action_bounds=(-5.0, 5.0))

@@ -578,12 +578,11 @@ class BaseRLPolicy(TorchEstimator):
         n_steps = check_int(n_steps, "n_steps", 0)
         n_updates_per_step = check_int(n_updates_per_step, "n_updates_per_step", 0)
         n_eval_episodes = check_int(n_eval_episodes, "n_eval_episodes", 1)
-        if eval_interval is not None and (
-            not isinstance(eval_interval, (int, np.integer)) or eval_interval < 1
-        ):
-            raise ValueError(
-                f"eval_interval must be None or a positive int, got {eval_interval!r}."
-            )
+        if eval_interval is not None:
+            eval_interval = check_int(eval_interval, "eval_interval", 1)
+        # Checked before the first step: gymnasium would refuse a bad seed only
+        # at the first reset, and None only at the first evaluation.
+        seed = check_int(seed, "seed", 0)
         with contextlib.ExitStack() as opened:
             # Environments made here (from an id, or the evaluation copy) are
             # closed here; the caller's own are left open.
