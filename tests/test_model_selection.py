@@ -56,6 +56,9 @@ def test_default_score_is_the_policy_value_estimate(pendulum):
     search.fit(X, y, **params)
     policy = search.best_estimator_
     assert search.score(X) == pytest.approx(policy.score(X))
+    # score is the critics' estimate of the policy's own actions, mean Q(s, π(s))
+    own_value = policy.predict_value(X, policy.predict(X)).mean()
+    assert policy.score(X) == pytest.approx(own_value, rel=1e-5)
 
 
 def test_offline_scorers_receive_metadata_through_routing(pendulum):

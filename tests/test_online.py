@@ -88,7 +88,11 @@ def test_evaluate_policy_uses_predict_and_beats_random():
 
 
 def test_evaluate_policy_clips_actions():
-    huge = evaluate_policy(lambda o: np.full((1, 1), 1e6), ENV, n_episodes=1)
+    # Pendulum clips torque itself, so equal returns alone would not show it:
+    # the env must be stepped with actions inside its space.
+    env = RecordActions(gymnasium.make(ENV))
+    huge = evaluate_policy(lambda o: np.full((1, 1), 1e6), env, n_episodes=1)
+    assert np.all(np.concatenate(env.actions) == 2.0)
     capped = evaluate_policy(lambda o: np.full((1, 1), 2.0), ENV, n_episodes=1)
     np.testing.assert_allclose(huge, capped)
 

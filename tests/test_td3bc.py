@@ -56,10 +56,11 @@ def test_actor_steps_every_policy_freq_and_round_trips(data, tmp_path):
     # steps, so three steps with policy_freq=4 leave it as initialised
     early = TD3BCPolicy(n_steps=3, policy_freq=4, **FAST).fit(data)
     untrained = TD3BCPolicy(n_steps=0, policy_freq=4, **FAST).fit(data)
-    np.testing.assert_array_equal(
-        early.predict(data.observations[:20]), untrained.predict(data.observations[:20])
-    )
     X = data.observations[:20]
+    np.testing.assert_array_equal(early.predict(X), untrained.predict(X))
+    # ... and the fourth step is its first
+    due = TD3BCPolicy(n_steps=4, policy_freq=4, **FAST).fit(data)
+    assert np.abs(due.predict(X) - untrained.predict(X)).max() > 1e-4
     copy = pickle.loads(pickle.dumps(policy))
     np.testing.assert_array_equal(copy.predict(X), policy.predict(X))
     policy.save(tmp_path / "td3bc.safetensors")
@@ -69,6 +70,22 @@ def test_actor_steps_every_policy_freq_and_round_trips(data, tmp_path):
     sampled = policy.sample_action(X)
     assert ((sampled >= -2.0) & (sampled <= 2.0)).all()
     assert not np.array_equal(sampled, policy.predict(X))
+
+
+def test_actor_imitates_the_data_at_beta_zero():
+    # β = 0 leaves only the BC term: the actor must learn y, which an actor
+    # that never steps (or steps away from the data) would not.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 2)).astype(np.float32)
+    y = np.tanh(X @ np.array([[1.5], [-1.0]], dtype=np.float32))
+    policy = TD3BCPolicy(
+        beta=0.0, n_steps=300, policy_freq=1, batch_size=32, actor_lr=1e-2, **FAST
+    )
+    with pytest.warns(UserWarning, match="behaviour cloning"):
+        policy.fit(X, y)
+    mse = float(np.mean((policy.predict(X) - y) ** 2))
+    baseline = float(np.mean((y - y.mean()) ** 2))
+    assert mse < 0.25 * baseline, (mse, baseline)
 
 
 @pytest.mark.slow
