@@ -274,11 +274,18 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimato
     estimator : TorchEstimator
         The fitted estimator.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
-        metadata = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as error:
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a safetensors file ({error}); load reads "
+            "files written by save. A pickled model loads with pickle or joblib, "
+            "from a source you trust."
+        ) from error
     if "sk_o2o" not in metadata:
         raise ValueError(f"{os.fspath(path)!r} is not an sk_o2o model file.")
     header = _from_json(json.loads(metadata["sk_o2o"]))

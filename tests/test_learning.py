@@ -29,5 +29,7 @@ def test_iql_beats_random_and_the_data_on_pendulum():
     # gap (the expert return is data.ref_max_score ≈ -138).
     gap = data.ref_max_score - data.ref_min_score
     assert learned_mean >= random_mean + 0.2 * gap, (learned_mean, random_mean)
+    # Implied by the line above on this data (its episodes score below random);
+    # kept as the foundation issue's second criterion.
     assert learned_mean >= data_mean, (learned_mean, data_mean)
     assert np.isfinite([h["critic_loss"] for h in policy.history_]).all()

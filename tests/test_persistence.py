@@ -126,15 +126,6 @@ def test_save_load_keeps_params(policy, tmp_path):
     policy.set_params(beta=1.25, expectile=0.8, gamma=0.95, action_bounds=None)
     path = tmp_path / "model.safetensors"
     policy.save(path)
-    loaded = sk_o2o.load(path)
-    for name in ("beta", "expectile", "gamma", "n_steps", "batch_size", "device"):
-        assert loaded.get_params()[name] == policy.get_params()[name], name
-    assert tuple(loaded.hidden_sizes) == tuple(policy.hidden_sizes)
-
-
-def test_save_load_params_are_equal(policy, tmp_path):
-    path = tmp_path / "model.safetensors"
-    policy.save(path)
     assert sk_o2o.load(path).get_params() == policy.get_params()
 
 
@@ -232,7 +223,7 @@ def test_load_refuses_a_pickle(policy, tmp_path):
     path = tmp_path / "model.safetensors"
     with open(path, "wb") as f:
         pickle.dump(policy, f)
-    with pytest.raises(Exception, match=r"(?i)header|safetensor|deserializ"):
+    with pytest.raises(ValueError, match=r"model.safetensors' is not a safetensors"):
         sk_o2o.load(path)
 
 

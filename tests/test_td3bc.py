@@ -90,7 +90,11 @@ def test_actor_imitates_the_data_at_beta_zero():
 
 @pytest.mark.slow
 def test_td3bc_beats_the_data_on_pendulum_medium(data):
-    """Measured: -689 (seed 0) against the data's -818 and random's ≈ -1200."""
+    """Measured: -689 (seed 0) against the data's -818 and random's ≈ -1200.
+
+    A margin of 5 % of the random-to-expert gap (≈ 53) over the data's mean, so
+    that a policy that only copies the data does not pass by chance.
+    """
     pytest.importorskip("gymnasium")
     from sk_o2o.rl.online import evaluate_policy
 
@@ -99,4 +103,5 @@ def test_td3bc_beats_the_data_on_pendulum_medium(data):
     ).fit(data)
     learned = evaluate_policy(policy, "Pendulum-v1", n_episodes=10, seed=100).mean()
     data_mean = episode_returns(data.rewards, data.terminals, data.timeouts).mean()
-    assert learned >= data_mean
+    gap = data.ref_max_score - data.ref_min_score
+    assert learned >= data_mean + 0.05 * gap, (learned, data_mean, gap)

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.datasets import load_digits, make_blobs
@@ -42,14 +42,6 @@ from sk_o2o.unlearning.famr import (
     target_kl,
     uniform_kl,
 )
-
-BASELINES = [
-    RetrainUnlearner,
-    FinetuneUnlearner,
-    NegGradUnlearner,
-    RandomLabelUnlearner,
-    SSDUnlearner,
-]
 
 
 def small_net(**params):
@@ -384,16 +376,37 @@ def test_retraining_never_predicts_a_forgotten_class(digits):
     assert model.score(X_test[y_test != 5], y_test[y_test != 5]) > 0.9
 
 
-@pytest.mark.parametrize("cls", BASELINES)
-def test_every_baseline_changes_the_model(cls, fitted):
-    _model, X, y = fitted
-    unlearner = cls(small_net(), device="cpu", random_state=0)
-    if cls is SSDUnlearner:
-        unlearner.set_params(selection_weight=1.0)
-    unlearner.fit(X, y)
-    before = weights(unlearner)
+@pytest.mark.parametrize(
+    ("cls", "params", "min_ratio"),
+    [
+        (RetrainUnlearner, {}, 20.0),
+        (FinetuneUnlearner, {"lr": 1e-2}, 1.5),
+        (NegGradUnlearner, {"lr": 1e-2}, 2.0),
+        (RandomLabelUnlearner, {"lr": 1e-2}, 2.0),
+        (SSDUnlearner, {"selection_weight": 1.0}, 10.0),
+    ],
+)
+def test_every_baseline_raises_the_loss_on_the_forgotten_class(cls, params, min_ratio):
+    """Each baseline moves the model away from class 0 and keeps the others.
+
+    Cross-entropy on class 0 (blobs, 40 samples), measured over seeds 0-2:
+    retraining 0.03-0.05 → 2.3-2.7, fine-tuning on the rest ×1.6-2.1, NegGrad
+    ×2.6-3.7, random labels ×2.5-3.7, SSD ×20-34; the other classes' stayed
+    below 0.025. At their default learning rates the gradient baselines move
+    it by only 1-15 % (see the user guide), hence the larger steps here.
+    """
+    X, y = blobs()
+    forget = y == 0
+
+    def cross_entropy(model, rows):
+        proba = model.predict_proba(X[rows])[np.arange(rows.sum()), y[rows]]
+        return float(-np.log(np.clip(proba, 1e-12, 1.0)).mean())
+
+    unlearner = cls(small_net(), device="cpu", random_state=0, **params).fit(X, y)
+    before = cross_entropy(unlearner, forget)
     unlearner.unlearn_classes([0], X, y)
-    assert not torch.equal(weights(unlearner), before)
+    assert cross_entropy(unlearner, forget) > min_ratio * before
+    assert cross_entropy(unlearner, ~forget) < 0.05
     assert unlearner.unlearning_history_[-1]["method"] == cls.__name__
 
 
@@ -404,11 +417,13 @@ def test_every_baseline_changes_the_model(cls, fitted):
 )
 def test_random_wrong_labels_are_allowed_and_wrong(n_classes, allowed_mask, seed):
     allowed = torch.tensor([bool(allowed_mask >> k & 1) for k in range(n_classes)])
+    assume(bool(allowed.any()))
     generator = torch.Generator().manual_seed(seed)
+    # without labels: any allowed class
+    assert bool(allowed[random_wrong_labels(None, 50, allowed, generator)].all())
     labels = torch.randint(n_classes, (50,), generator=generator)
     can_draw = allowed.sum() - allowed[labels].long() >= 1
-    if not bool(can_draw.all()):
-        return
+    assume(bool(can_draw.all()))
     drawn = random_wrong_labels(labels, 50, allowed, generator)
     assert bool(allowed[drawn].all())
     assert bool((drawn != labels).all())
@@ -527,6 +542,7 @@ def test_membership_inference_score(digits):
         X_train, y_train
     )
     forget = y_train == 3
+    scores = {}
     for feature in ("entropy", "loss"):
         score = membership_inference_score(
             model,
@@ -540,6 +556,25 @@ def test_membership_inference_score(digits):
             random_state=0,
         )
         assert 0.0 <= score <= 1.0
+        scores[feature] = score
+    # The attack calls most of the forgotten digit members while the model still
+    # knows it, and few once a model never saw it (measured over seeds 0-2:
+    # 0.82-0.98 against 0.00-0.22).
+    retrained = RetrainUnlearner(small_net(), device="cpu", random_state=0)
+    retrained.fit(X_train, y_train).unlearn_classes([3], X_train, y_train)
+    for feature in ("entropy", "loss"):
+        after = membership_inference_score(
+            retrained,
+            X_train[~forget],
+            y_train[~forget],
+            X_test,
+            y_test,
+            X_train[forget],
+            y_train[forget],
+            feature=feature,
+            random_state=0,
+        )
+        assert after < scores[feature] - 0.5, (feature, scores[feature], after)
     with pytest.raises(ValueError, match="feature must be one of"):
         membership_inference_score(
             model, X_train, y_train, X_test, y_test, X_test, feature="margin"

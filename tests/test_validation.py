@@ -377,7 +377,7 @@ def test_partial_fit_actions_outside_fitted_bounds(fitted_policy, transitions):
         (-np.inf, 1.0),
         "box",
         (1.0,),
-        (np.zeros(3), np.ones(3)),  # the data's actions are 1-D
+        (np.zeros(3), np.ones(3)),  # the data have 2 action dimensions
         ("a", "b"),
     ],
 )
