@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
 
+from sk_o2o import TD3BCPolicy
+
 LOSSES = ("value_loss", "actor_loss", "critic_loss")
 
 
@@ -361,11 +363,35 @@ def test_fit_twice_starts_from_scratch(transitions, make_transitions, make_polic
     )
 
 
-def test_fit_without_rewards_warns_and_clones_behaviour(make_policy):
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(
+            lambda make_policy: make_policy(n_steps=150, batch_size=32, actor_lr=1e-2),
+            id="IQLPolicy",
+        ),
+        # β = 0 leaves only TD3+BC's BC term; its Q term is normalised by
+        # mean|Q|, about 0 with zero rewards.
+        pytest.param(
+            lambda make_policy: TD3BCPolicy(
+                beta=0.0,
+                policy_freq=1,
+                n_steps=300,
+                batch_size=32,
+                actor_lr=1e-2,
+                hidden_sizes=(16, 16),
+                device="cpu",
+                random_state=0,
+            ),
+            id="TD3BCPolicy",
+        ),
+    ],
+)
+def test_fit_without_rewards_warns_and_clones_behaviour(make_policy, build):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(64, 2)).astype(np.float32)
     y = np.tanh(X @ np.array([[1.5], [-1.0]], dtype=np.float32))
-    policy = make_policy(n_steps=150, batch_size=32, actor_lr=1e-2)
+    policy = build(make_policy)
     with pytest.warns(UserWarning, match="behaviour cloning"):
         policy.fit(X, y)
     # Every transition is a terminal one-step episode with zero reward.
