@@ -121,12 +121,10 @@ def _action_bandit(n=512, seed=0, expert_half=False):
 
 
 BANDIT = {
+    **FAST,
     "reward_scaling": "none",
     "action_bounds": (-1.0, 1.0),
     "batch_size": 64,
-    "device": "cpu",
-    "random_state": 0,
-    "hidden_sizes": (32, 32),
 }
 
 
