@@ -219,7 +219,9 @@ def _to_json(obj: Any, where: str = "") -> Any:
     if isinstance(obj, list):
         return [_to_json(v, f"{where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        if obj.dtype.kind in "biuf":  # tagged, so parameters load back unchanged
+            return {"__ndarray__": obj.tolist(), "dtype": obj.dtype.str}
+        return _to_json(obj.tolist(), where)
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, torch.device):
@@ -239,6 +241,8 @@ def _from_json(obj: Any) -> Any:
     if isinstance(obj, dict):
         if set(obj) == {"__tuple__"}:
             return tuple(_from_json(v) for v in obj["__tuple__"])
+        if set(obj) == {"__ndarray__", "dtype"}:
+            return np.asarray(obj["__ndarray__"], dtype=np.dtype(obj["dtype"]))
         return {k: _from_json(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_from_json(v) for v in obj]

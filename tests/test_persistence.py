@@ -140,6 +140,24 @@ def test_save_load_with_given_action_bounds(make_policy, transitions, tmp_path):
     _assert_same_model(policy, loaded, transitions)
 
 
+def test_save_load_keeps_array_params(make_policy, transitions, tmp_path):
+    # Arrays come back as arrays of the same dtype, not as lists.
+    hidden = np.array([8, 8], dtype=np.int32)
+    bounds = (np.array([-2.0, -1.0], np.float32), np.array([2.0, 3.0], np.float32))
+    policy = make_policy(hidden_sizes=hidden, action_bounds=bounds).fit(transitions)
+    path = tmp_path / "model.safetensors"
+    policy.save(path)
+    loaded = sk_o2o.load(path)
+    for got, want in [
+        (loaded.hidden_sizes, hidden),
+        *zip(loaded.action_bounds, bounds, strict=True),
+    ]:
+        assert isinstance(got, np.ndarray) and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    assert isinstance(loaded.action_bounds, tuple)
+    _assert_same_model(policy, loaded, transitions)
+
+
 def test_saved_file_is_safetensors(policy, tmp_path):
     from safetensors import safe_open
 
