@@ -725,6 +725,30 @@ def test_a_frozen_trained_net_is_unlearned_without_retraining():
         FAMRUnlearner(FrozenEstimator(small_net())).fit(X, y)
     with pytest.raises(ValueError, match="not seen in fit"):
         FAMRUnlearner(FrozenEstimator(net)).fit(X, y + 3)
+    # Data the frozen net cannot take fail in fit, not at the first predict.
+    with pytest.raises(ValueError, match="X has 3 features, and the frozen net"):
+        FAMRUnlearner(FrozenEstimator(net)).fit(X[:, :3], y)
+    wide = small_net(module__n_features=4, module__n_classes=5).fit(X, y)
+    with pytest.raises(ValueError, match="5 outputs per row for its 3 classes"):
+        FAMRUnlearner(FrozenEstimator(wide)).partial_fit(X, y, classes=[0, 1, 2])
+
+
+def test_unlearning_checks_feature_names_as_predict_does(fitted):
+    pd = pytest.importorskip("pandas")
+    _, X, y = fitted
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    model = FAMRUnlearner(small_net(), device="cpu", random_state=0).fit(frame, y)
+    before = weights(model)
+    reordered = frame[["d", "c", "b", "a"]]
+    with pytest.raises(ValueError, match="X: The feature names should match"):
+        model.unlearn_classes([0], reordered, y)
+    with pytest.raises(ValueError, match="X_forget: The feature names should match"):
+        model.unlearn(reordered[:5])
+    with pytest.raises(ValueError, match="X_retain: The feature names should match"):
+        model.unlearn(frame[:5], y[:5], X_retain=reordered, y_retain=y)
+    assert torch.equal(weights(model), before)
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        model.unlearn(X[:5])
 
 
 class Scaled(nn.Module):

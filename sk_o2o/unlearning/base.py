@@ -106,11 +106,12 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         with self._restore_on_error():
             self._validate_params()
             X, y = validate_data(self, to_numpy(X), to_numpy(y), dtype=np.float32)
+            X = _writable(X)
             check_classification_targets(y)
             seed = seed_from_random_state(self.random_state)
             self.generator_ = torch.Generator().manual_seed(seed)
             if isinstance(self.estimator, FrozenEstimator):
-                self.estimator_ = self._trained_copy()
+                self.estimator_ = self._trained_copy(X)
                 self._encode(y, "y")
             else:
                 classes, y_encoded = np.unique(y, return_inverse=True)
@@ -151,11 +152,12 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             X, y = validate_data(
                 self, to_numpy(X), to_numpy(y), dtype=np.float32, reset=first_call
             )
+            X = _writable(X)
             if first_call:
                 seed = seed_from_random_state(self.random_state)
                 self.generator_ = torch.Generator().manual_seed(seed)
                 if isinstance(self.estimator, FrozenEstimator):
-                    self.estimator_ = self._trained_copy()
+                    self.estimator_ = self._trained_copy(X)
                 else:
                     self.classes_ = np.unique(column_or_1d(to_numpy(classes)))
                     if len(self.classes_) < 2:
@@ -184,7 +186,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         proba : ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self)
-        X = validate_data(self, to_numpy(X), reset=False, dtype=np.float32)
+        X = _writable(validate_data(self, to_numpy(X), reset=False, dtype=np.float32))
         with torch.no_grad():
             output = self.estimator_.forward(X, training=False, device="cpu")
             log_probs = log_probabilities(self.estimator_, output)
@@ -327,10 +329,12 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             self.unlearning_history_ = [*self.unlearning_history_, record]
         return self
 
-    def _trained_copy(self) -> NeuralNetClassifier:
+    def _trained_copy(self, X: np.ndarray) -> NeuralNetClassifier:
         """A copy of the net inside ``FrozenEstimator``, which must be trained.
 
         Sets ``classes_`` and ``device_`` from it: it stays on its own device.
+        One row of ``X`` goes through it, so that data of the wrong width fail
+        here and not at the first ``predict``.
         """
         net = self.estimator.estimator
         if not isinstance(net, NeuralNetClassifier) or not net.initialized_:
@@ -347,6 +351,19 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             )
         self.classes_ = np.asarray(net.classes_)
         self.device_ = device
+        try:
+            with torch.no_grad():
+                output = net.forward(X[:1], training=False, device="cpu")
+        except RuntimeError as error:
+            raise ValueError(
+                f"X has {X.shape[1]} features, and the frozen net cannot take "
+                f"them: {error}"
+            ) from None
+        if output.shape[-1] != len(self.classes_):
+            raise ValueError(
+                f"the frozen net gives {output.shape[-1]} outputs per row for its "
+                f"{len(self.classes_)} classes."
+            )
         return copy.deepcopy(net)
 
     def _new_net(self) -> NeuralNetClassifier:
@@ -404,22 +421,28 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         return ~np.isin(self.classes_, np.asarray(forgotten, dtype=self.classes_.dtype))
 
     def _check_rows(self, X, name: str) -> np.ndarray:
-        X = check_array(
-            to_numpy(X),
+        X = to_numpy(X)
+        rows = check_array(
+            X,
             dtype=np.float32,
             ensure_all_finite=False,
             ensure_min_samples=0,
             input_name=name,
         )
-        if len(X) == 0:
+        if len(rows) == 0:
             raise ValueError(f"{name} is empty: there is nothing to forget.")
-        if X.shape[1] != self.n_features_in_:
+        if rows.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"{name} has {X.shape[1]} features, but {type(self).__name__} "
+                f"{name} has {rows.shape[1]} features, but {type(self).__name__} "
                 f"was fitted with {self.n_features_in_}."
             )
-        check_finite(X, name)
-        return X
+        # The same column-name check as predict: reordered columns are refused.
+        try:
+            validate_data(self, X, reset=False, skip_check_array=True)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+        check_finite(rows, name)
+        return _writable(rows)
 
     @staticmethod
     def _check_labels(y, X: np.ndarray, name: str) -> np.ndarray:
@@ -576,3 +599,11 @@ def unlearn_pipeline(
             transform(X), y, X_retain=transform(X_retain), y_retain=y_retain
         )
     return pipeline
+
+
+def _writable(X: np.ndarray) -> np.ndarray:
+    """``X``, copied if read-only (a float32 DataFrame's values under pandas 3).
+
+    Torch warns on every read-only array it wraps, and skorch wraps each batch.
+    """
+    return np.require(X, requirements="W")
