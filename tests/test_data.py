@@ -135,6 +135,27 @@ def test_one_dimensional_y_becomes_column(make_transitions, fit_kwargs):
     np.testing.assert_array_equal(t.actions, data["actions"])
 
 
+@pytest.mark.parametrize("source", ["arrays", "mapping", "npz"])
+def test_one_dimensional_actions_give_one_dimensional_predictions(
+    make_transitions, make_policy, fit_kwargs, tmp_path, source
+):
+    """Whatever the source of the data, predict answers in the shape of its actions."""
+    data = make_transitions(n=30, act_dim=1)
+    flat = {**data, "actions": data["actions"][:, 0]}
+    if source == "arrays":
+        policy = make_policy().fit(
+            data["observations"], flat["actions"], **fit_kwargs(data)
+        )
+    elif source == "mapping":
+        policy = make_policy().fit(flat)
+    else:
+        np.savez(tmp_path / "flat.npz", **flat)
+        policy = make_policy().fit(tmp_path / "flat.npz")
+    assert policy.actions_1d_
+    assert policy.predict(data["observations"][:4]).shape == (4,)
+    assert make_policy().fit(data).predict(data["observations"][:4]).shape == (4, 1)
+
+
 def test_column_rewards_become_one_dimensional(make_transitions, fit_kwargs):
     data = make_transitions(n=15)
     kwargs = {**fit_kwargs(data), "rewards": data["rewards"][:, None]}

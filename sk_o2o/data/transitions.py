@@ -43,7 +43,11 @@ D4RL_KEYS = (
 
 @dataclass(frozen=True)
 class Transitions:
-    """Validated transitions as float32 numpy arrays (``timeouts`` may be None)."""
+    """Validated transitions as float32 numpy arrays (``timeouts`` may be None).
+
+    ``actions`` is always 2-D; ``actions_1d`` says whether they were given 1-D, so
+    that ``predict`` can answer in the same shape.
+    """
 
     observations: np.ndarray
     actions: np.ndarray
@@ -51,6 +55,7 @@ class Transitions:
     next_observations: np.ndarray
     terminals: np.ndarray
     timeouts: np.ndarray | None = None
+    actions_1d: bool = False
 
     def __len__(self) -> int:
         return len(self.observations)
@@ -60,7 +65,7 @@ class Transitions:
         return {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if getattr(self, f.name) is not None
+            if isinstance(getattr(self, f.name), np.ndarray)
         }
 
 
@@ -271,8 +276,9 @@ def _from_arrays(X, y, rewards, next_observations, terminals, timeouts) -> Trans
         )
     observations = _as_float_array(X, "X", ndim=2)
     actions = np.asarray(to_numpy(y))
+    actions_1d = actions.ndim == 1
     actions = _as_float_array(
-        actions.reshape(-1, 1) if actions.ndim == 1 else actions, "y", ndim=2
+        actions.reshape(-1, 1) if actions_1d else actions, "y", ndim=2
     )
     arrays = {
         "y": actions,
@@ -297,7 +303,7 @@ def _from_arrays(X, y, rewards, next_observations, terminals, timeouts) -> Trans
             f"next_observations has {arrays['next_observations'].shape[1]} "
             f"features but X has {observations.shape[1]}."
         )
-    return Transitions(observations, actions, **arrays)
+    return Transitions(observations, actions, **arrays, actions_1d=actions_1d)
 
 
 def _from_mapping(data: Mapping) -> Transitions:

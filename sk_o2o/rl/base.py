@@ -405,7 +405,7 @@ class BaseRLPolicy(TorchEstimator):
         if not reset:
             self._check_action_dim(data.actions)
         if reset:
-            self.actions_1d_ = y is not None and np.asarray(to_numpy(y)).ndim == 1
+            self.actions_1d_ = data.actions_1d
         warn_if_next_observations_do_not_follow(
             data.observations,
             data.next_observations,
