@@ -184,7 +184,8 @@ class TDErrorScorer(_OfflineScorer):
         next_q = policy.predict_value(
             data.next_observations, policy.predict(data.next_observations)
         )
-        target = data.rewards + policy.gamma * (1.0 - data.terminals) * next_q
+        gamma = policy.core_.config.gamma  # the critics' own, whatever set_params says
+        target = data.rewards + gamma * (1.0 - data.terminals) * next_q
         return -float(np.mean((q - target) ** 2))
 
 

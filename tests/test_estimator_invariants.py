@@ -455,3 +455,82 @@ def test_dataframe_sets_feature_names(transitions, make_policy, fit_kwargs):
     # A dataset fit afterwards forgets the names.
     policy.fit(transitions)
     assert not hasattr(policy, "feature_names_in_")
+
+
+# Another valid value for every parameter of the RL policies. A new parameter
+# must be added here, and so be classified as live or as shaping the model.
+OTHER_VALUES = {
+    "action_bounds": (-3.0, 3.0),
+    "actor_lr": 1e-2,
+    "actor_lr_schedule": "cosine",
+    "advantage_weighting": "batch_mean",
+    "algo": "td3bc",
+    "alpha_lr": 1e-2,
+    "balance_lr": 1e-2,
+    "balance_range": (1.5, 2.5),
+    "balance_update_interval": 2,
+    "batch_size": 8,
+    "beta": 0.5,
+    "critic_lr": 1e-2,
+    "device": "auto",
+    "expectile": 0.9,
+    "exploration_noise": 0.3,
+    "gamma": 0.5,
+    "hidden_sizes": (8,),
+    "log_interval": 2,
+    "n_steps": 3,
+    "noise_clip": 0.1,
+    "normalize_observations": False,
+    "policy_freq": 3,
+    "policy_noise": 0.1,
+    "random_state": 5,
+    "reward_scaling": "standard",
+    "target_entropy": -1.0,
+    "tau": 0.01,
+    "value_lr": 1e-2,
+    "verbose": 1,
+}
+
+
+@pytest.mark.filterwarnings("ignore:next_observations")
+@pytest.mark.parametrize("name", ["IQLPolicy", "TD3BCPolicy", "FamO2OPolicy"])
+def test_partial_fit_refuses_parameters_that_shaped_the_fitted_model(
+    name, make_policy, transitions, fit_kwargs
+):
+    """set_params of gamma, hidden_sizes, ... after fit: partial_fit and
+    fit_online raise instead of going on with the old values; beta, batch_size
+    and the other live parameters take effect."""
+    import sk_o2o
+
+    cls = getattr(sk_o2o, name)
+    tiny = make_policy().get_params()
+    policy = cls(**{k: v for k, v in tiny.items() if k in cls().get_params()})
+    policy.fit(transitions)
+    X = transitions["observations"]
+    new = {
+        k: v[:4]
+        for k, v in {
+            "X": X,
+            "y": transitions["actions"],
+            **fit_kwargs(transitions),
+        }.items()
+    }
+    for param, original in policy.get_params().items():
+        assert param in OTHER_VALUES, f"classify the new parameter {param!r}"
+        other = {param: OTHER_VALUES[param]}
+        changed = copy.deepcopy(policy).set_params(**other)
+        n_before, predicted = changed.n_updates_, changed.predict(X)
+        if param in cls._LIVE_PARAMS:
+            changed.partial_fit(**new, n_updates=2)
+            assert changed.n_updates_ == n_before + 2
+            continue
+        match = f"set_params changed {param}="
+        with pytest.raises(ValueError, match=match):
+            changed.partial_fit(**new, n_updates=2)
+        with pytest.raises(ValueError, match=match):
+            changed.fit_online("Pendulum-v1", 2)
+        assert changed.n_updates_ == n_before and len(changed.buffer_) == len(X)
+        np.testing.assert_array_equal(changed.predict(X), predicted)
+        # Set back, or refitted with the new value, it trains again.
+        changed.set_params(**{param: original}).partial_fit(**new, n_updates=1)
+        changed.set_params(**other).fit(transitions).partial_fit(**new, n_updates=1)

@@ -81,7 +81,11 @@ def test_offline_scorer_without_routing_explains_what_to_do(pendulum):
     policy = IQLPolicy(**FAST).fit(X, y, **params)
     with pytest.raises(ValueError, match="enable_metadata_routing"):
         td_error_scorer(policy, X, y)
-    assert td_error_scorer(policy, X, y, **params) < 0
+    score = td_error_scorer(policy, X, y, **params)
+    assert score < 0
+    # The TD target uses the γ the critics were trained with.
+    policy.set_params(gamma=0.5)
+    assert td_error_scorer(policy, X, y, **params) == score
 
 
 def _with_angle(obs):

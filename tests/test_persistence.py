@@ -267,6 +267,28 @@ def test_partial_fit_after_load(policy, transitions, tmp_path):
     )
 
 
+@pytest.mark.parametrize("round_trip", ["save", "pickle"])
+def test_a_loaded_model_remembers_the_parameters_it_was_fitted_with(
+    make_policy, transitions, tmp_path, round_trip
+):
+    import gymnasium
+
+    box = gymnasium.spaces.Box(-2.0, 2.0, (2,))
+    policy = make_policy(action_bounds=box, device=torch.device("cpu"))
+    policy.fit(transitions)
+    policy.set_params(gamma=0.5)  # changed after fit, then saved
+    if round_trip == "save":
+        policy.save(tmp_path / "model.safetensors")
+        loaded = sk_o2o.load(tmp_path / "model.safetensors")
+    else:
+        loaded = _pickle(policy)
+    new = {k: v[:9] for k, v in transitions.items()}
+    with pytest.raises(ValueError, match=r"changed gamma=0\.99 to 0\.5"):
+        loaded.partial_fit(new, n_updates=1)
+    # A Box and a torch device come back as bounds and a name: not a change.
+    loaded.set_params(gamma=0.99).partial_fit(new, n_updates=1)
+
+
 def test_save_refuses_unstorable_params(policy, tmp_path):
     policy = copy.deepcopy(policy).set_params(random_state=np.random.RandomState(0))
     with pytest.raises(TypeError, match=r"params\['random_state'\] \(a RandomState\)"):

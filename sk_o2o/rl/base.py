@@ -8,6 +8,7 @@ lives here, once.
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -98,6 +99,25 @@ class BaseRLPolicy(TorchEstimator):
     """
 
     _device_attributes: ClassVar[tuple[str, ...]] = ("core_", "buffer_")
+
+    # Parameters read at every step, or only by fit: set_params may change them
+    # between partial_fit calls. Every other parameter shaped the fitted model
+    # (networks, losses, optimisers, normalisation), so changing it needs a fit.
+    _LIVE_PARAMS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "beta",
+            "batch_size",
+            "n_steps",
+            "log_interval",
+            "verbose",
+            "random_state",
+            "device",
+            "actor_lr_schedule",
+            "policy_freq",
+            "policy_noise",
+            "balance_update_interval",
+        }
+    )
 
     # With metadata routing enabled, the transitions' arrays reach fit without
     # set_fit_request calls: an RL policy cannot be fitted without them.
@@ -229,6 +249,8 @@ class BaseRLPolicy(TorchEstimator):
         with self._restore_on_error():
             first_call = not hasattr(self, "core_")
             self._validate_params()  # set_params may have changed them since fit
+            if not first_call:
+                self._check_params_unchanged_since_fit("partial_fit")
             data = self._validated_transitions(
                 X, y, rewards, next_observations, terminals, timeouts, reset=first_call
             )
@@ -415,6 +437,31 @@ class BaseRLPolicy(TorchEstimator):
         )
         return data
 
+    def _check_params_unchanged_since_fit(self, method: str) -> None:
+        """Refuse to go on training a model whose shaping parameters were changed.
+
+        ``partial_fit`` and ``fit_online`` continue the fitted networks and
+        optimisers: a new ``gamma`` or ``hidden_sizes`` set since ``fit`` would
+        otherwise be silently ignored.
+        """
+        fitted = getattr(self, "_fitted_params", None)
+        if fitted is None:  # pickled by a version that did not record them
+            return
+        changed = [
+            f"{name}={fitted[name]!r} to {value!r}"
+            for name, value in self.get_params(deep=False).items()
+            if name not in self._LIVE_PARAMS
+            and name in fitted
+            and not _same_param(value, fitted[name])
+        ]
+        if changed:
+            raise ValueError(
+                f"{method} continues the fitted model, but set_params changed "
+                f"{', '.join(changed)} since fit; it shapes the networks, losses or "
+                "normalisation. Call fit to train with the new value, or set it "
+                "back."
+            )
+
     def _check_action_dim(self, actions: np.ndarray) -> None:
         if actions.shape[1] != self.action_dim_:
             raise ValueError(
@@ -448,6 +495,7 @@ class BaseRLPolicy(TorchEstimator):
             self.n_features_in_, self.action_dim_, device, capacity=len(data)
         )
         self.n_updates_ = 0
+        self._fitted_params = copy.deepcopy(self.get_params(deep=False))
         self.history_: list[dict[str, Any]] = []
         self._append(data)
 
@@ -575,6 +623,7 @@ class BaseRLPolicy(TorchEstimator):
         from sk_o2o.rl.online import _opened, copy_env
 
         check_is_fitted(self)
+        self._check_params_unchanged_since_fit("fit_online")
         n_steps = check_int(n_steps, "n_steps", 0)
         n_updates_per_step = check_int(n_updates_per_step, "n_updates_per_step", 0)
         n_eval_episodes = check_int(n_eval_episodes, "n_eval_episodes", 1)
@@ -757,6 +806,7 @@ class BaseRLPolicy(TorchEstimator):
             "reward_scale_": self.reward_scale_,
             "n_updates_": self.n_updates_,
             "history_": self.history_,
+            "fitted_params": getattr(self, "_fitted_params", None),
         }
         if hasattr(self, "feature_names_in_"):
             state["feature_names_in_"] = list(self.feature_names_in_)
@@ -783,8 +833,31 @@ class BaseRLPolicy(TorchEstimator):
             setattr(self, key, state[key])
         self.reward_scale_ = float(state["reward_scale_"])
         self.history_ = list(state["history_"])
+        self._fitted_params = state.get("fitted_params")
         if "feature_names_in_" in state:
             self.feature_names_in_ = np.asarray(
                 state["feature_names_in_"], dtype=object
             )
         self.device_ = device
+
+
+def _same_param(a: Any, b: Any) -> bool:
+    """Whether two values of a parameter are the same, as saved and loaded.
+
+    Arrays, tuples and lists compare by value; a gymnasium Box as its bounds
+    (the safe format stores it so); a torch device as its name.
+    """
+    a, b = _plain_param(a), _plain_param(b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(map(_same_param, a, b))
+    return bool(a == b)
+
+
+def _plain_param(value: Any) -> Any:
+    if hasattr(value, "low") and hasattr(value, "high"):  # a gymnasium Box
+        return [np.asarray(value.low).tolist(), np.asarray(value.high).tolist()]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, torch.device):
+        return str(value)
+    return value
