@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import warnings
 
 import numpy as np
@@ -260,8 +261,8 @@ def test_partial_fit_on_fitted_estimator_adds_to_buffer(
     after = policy.predict(X)
     if steps:
         assert not np.array_equal(after, before)
-        assert policy.history_[-1]["phase"] == "partial_fit"
-        assert policy.history_[-1]["step"] == policy.n_updates_
+        records = [h["step"] for h in policy.history_ if h["phase"] == "partial_fit"]
+        assert records == list(range(updates + 5, updates + steps + 1, 5))
     else:
         np.testing.assert_array_equal(after, before)
     # Normalisation fitted by fit is kept as it was.
@@ -272,6 +273,43 @@ def test_partial_fit_on_fitted_estimator_adds_to_buffer(
         policy.action_scaler_.low, fitted_policy.action_scaler_.low
     )
     assert policy.reward_scale_ == fitted_policy.reward_scale_
+
+
+def test_partial_fit_records_one_average_per_log_interval_across_calls(
+    make_policy, make_transitions, tmp_path
+):
+    """A loop of one-step partial_fit calls, the online path, writes one history_
+    record per log_interval steps (not one per call), kept through pickling and
+    written out when fit_online starts."""
+    import sk_o2o
+
+    data = make_transitions(n=40, act_dim=1)
+    every_step = make_policy(log_interval=1, action_bounds=(-2.0, 2.0)).fit(data)
+    n_fit = len(every_step.history_)
+    batched = copy.deepcopy(every_step).set_params(log_interval=5)
+    for i in range(13):
+        row = {k: v[i : i + 1] for k, v in data.items()}
+        every_step.partial_fit(row)
+        batched.partial_fit(row)
+        if i == 6:
+            batched = pickle.loads(pickle.dumps(batched))
+        if i == 8:  # the safe format keeps no buffer: both go through it
+            every_step.save(tmp_path / "every_step.safetensors")
+            every_step = sk_o2o.load(tmp_path / "every_step.safetensors")
+            batched.save(tmp_path / "batched.safetensors")
+            batched = sk_o2o.load(tmp_path / "batched.safetensors")
+    steps = every_step.history_[n_fit:]
+    records = batched.history_[n_fit:]
+    assert [r["step"] for r in records] == [15, 20]
+    for record, five in zip(records, (steps[:5], steps[5:10]), strict=True):
+        for key in LOSSES:
+            assert record[key] == pytest.approx(np.mean([s[key] for s in five]))
+    batched.fit_online("Pendulum-v1", 1)
+    assert batched.history_[n_fit + 2]["phase"] == "partial_fit"
+    assert batched.history_[n_fit + 2]["step"] == 23
+    assert batched.history_[n_fit + 2]["critic_loss"] == pytest.approx(
+        np.mean([s["critic_loss"] for s in steps[10:]])
+    )
 
 
 def test_partial_fit_does_not_touch_the_original(fitted_policy, transitions):
@@ -286,8 +324,8 @@ def test_partial_fit_does_not_touch_the_original(fitted_policy, transitions):
 def test_history_records(transitions, make_policy):
     policy = make_policy(n_steps=12, log_interval=5).fit(transitions)
     assert [r["step"] for r in policy.history_] == [5, 10, 12]
-    policy.partial_fit(_chunk(transitions, 0, 3))
-    assert [r["step"] for r in policy.history_] == [5, 10, 12, 15]
+    policy.partial_fit(_chunk(transitions, 0, 5))  # partial_fit's own intervals
+    assert [r["step"] for r in policy.history_] == [5, 10, 12, 17]
     assert [r["phase"] for r in policy.history_] == ["offline"] * 3 + ["partial_fit"]
     for record in policy.history_:
         assert set(record) == {"step", "phase", *LOSSES}

@@ -226,7 +226,7 @@ def test_history_records_balance_and_iql_losses(trained):
 def test_partial_fit_fine_tunes_with_the_balance_models_beta(trained, data):
     import copy
 
-    policy = copy.deepcopy(trained)
+    policy = copy.deepcopy(trained).set_params(log_interval=30)
     before = policy.predict(data.observations[:50])
     n = 64
     policy.partial_fit(

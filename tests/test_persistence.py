@@ -253,9 +253,9 @@ def test_partial_fit_after_load(policy, transitions, tmp_path):
     before = loaded.predict(X)
     updates = loaded.n_updates_
     new = {k: v[:9] for k, v in transitions.items()}
-    loaded.partial_fit(new, n_updates=4)
+    loaded.partial_fit(new, n_updates=5)  # log_interval: one record
     assert len(loaded.buffer_) == 9  # the buffer starts with the new transitions
-    assert loaded.n_updates_ == updates + 4
+    assert loaded.n_updates_ == updates + 5
     assert loaded.history_[-1] == {**loaded.history_[-1], "phase": "partial_fit"}
     assert not np.array_equal(loaded.predict(X), before)
     # Normalisation and bounds are the saved ones.

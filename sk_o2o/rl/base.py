@@ -51,14 +51,23 @@ __all__ = ["BaseRLPolicy"]
 
 class _LossLog:
     """Averages per-step losses into one ``history_`` record every ``interval``;
-    advances ``bar`` by each step and shows the last record's losses."""
+    advances ``bar`` by each step and shows the last record's losses.
 
-    def __init__(self, estimator, phase: str, interval: int, bar) -> None:
+    ``pending`` continues the steps a previous log left unrecorded (see
+    :meth:`pending`), so that a loop of small ``partial_fit`` calls writes one
+    record per ``interval`` steps, not one per call.
+    """
+
+    def __init__(
+        self, estimator, phase: str, interval: int, bar, pending: dict | None = None
+    ) -> None:
         self.estimator, self.phase, self.bar = estimator, phase, bar
         self.interval = max(1, interval)
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}  # some losses are not computed every step
-        self.steps = 0
+        pending = pending or {"sums": {}, "counts": {}, "steps": 0}
+        self.sums: dict[str, Any] = dict(pending["sums"])
+        # some losses are not computed every step
+        self.counts: dict[str, int] = dict(pending["counts"])
+        self.steps = int(pending["steps"])
 
     def add(self, losses: dict[str, torch.Tensor]) -> None:
         for key, value in losses.items():  # tensors: no device sync until flush
@@ -80,6 +89,13 @@ class _LossLog:
         if self.bar is not None:
             self.bar.set_postfix({k: f"{v:.3g}" for k, v in record.items()})
         self.sums, self.counts, self.steps = {}, {}, 0
+
+    def pending(self) -> dict[str, Any] | None:
+        """The unrecorded steps' sums as plain numbers (for pickles and JSON)."""
+        if self.steps == 0:
+            return None
+        sums = {k: float(v) for k, v in self.sums.items()}
+        return {"sums": sums, "counts": dict(self.counts), "steps": self.steps}
 
 
 _PREDICT_CHUNK = 65_536
@@ -497,6 +513,7 @@ class BaseRLPolicy(TorchEstimator):
         self.n_updates_ = 0
         self._fitted_params = copy.deepcopy(self.get_params(deep=False))
         self.history_: list[dict[str, Any]] = []
+        self._partial_fit_log: dict[str, Any] | None = None
         self._append(data)
 
     def _append(self, data: Transitions) -> None:
@@ -531,17 +548,31 @@ class BaseRLPolicy(TorchEstimator):
                 n_steps, verbose=self.verbose, desc=type(self).__name__
             ) as bar,
         ):
-            log = _LossLog(self, phase, min(self.log_interval, n_steps), bar)
+            if phase == "partial_fit":  # records span calls: one per log_interval
+                log = _LossLog(
+                    self,
+                    phase,
+                    self.log_interval,
+                    bar,
+                    self._pop_partial_fit_log(),
+                )
+            else:
+                log = _LossLog(self, phase, min(self.log_interval, n_steps), bar)
             schedule = self._actor_lr_schedule(n_steps, phase)
             done = 0
-            while done < n_steps:
-                chunk = min(_INDEX_CHUNK, n_steps - done)
-                for i, step_indices in enumerate(self._batch_indices(chunk)):
-                    if schedule is not None:
-                        self.core_.set_actor_lr(schedule(done + i))
-                    log.add(self._gradient_step(step_indices, phase))
-                done += chunk
-            log.flush()
+            try:
+                while done < n_steps:
+                    chunk = min(_INDEX_CHUNK, n_steps - done)
+                    for i, step_indices in enumerate(self._batch_indices(chunk)):
+                        if schedule is not None:
+                            self.core_.set_actor_lr(schedule(done + i))
+                        log.add(self._gradient_step(step_indices, phase))
+                    done += chunk
+            finally:  # partial_fit keeps the steps it took, even when interrupted
+                if phase == "partial_fit":
+                    self._partial_fit_log = log.pending()
+            if phase != "partial_fit":
+                log.flush()
             if schedule is not None:  # later phases train at the constant rate
                 self.core_.set_actor_lr(self.actor_lr)
 
@@ -554,6 +585,11 @@ class BaseRLPolicy(TorchEstimator):
             return
         with second_thread(self.device_) as worker, halves_on(worker):
             yield
+
+    def _pop_partial_fit_log(self) -> dict[str, Any] | None:
+        pending = getattr(self, "_partial_fit_log", None)
+        self._partial_fit_log = None
+        return pending
 
     def _batch_indices(self, n_steps: int) -> torch.Tensor:
         # Drawn on a CPU generator so the same seed gives the same batches on every
@@ -689,6 +725,8 @@ class BaseRLPolicy(TorchEstimator):
             )
         # The observation as the policy and the buffer take it: one float32 row.
         obs = np.asarray(obs, np.float32)[None]
+        # partial_fit steps not yet averaged into a record get theirs now
+        _LossLog(self, "partial_fit", 1, None, self._pop_partial_fit_log()).flush()
         self.core_.train()
         episode_return = 0.0
         with (
@@ -807,6 +845,7 @@ class BaseRLPolicy(TorchEstimator):
             "n_updates_": self.n_updates_,
             "history_": self.history_,
             "fitted_params": getattr(self, "_fitted_params", None),
+            "partial_fit_log": getattr(self, "_partial_fit_log", None),
         }
         if hasattr(self, "feature_names_in_"):
             state["feature_names_in_"] = list(self.feature_names_in_)
@@ -834,6 +873,7 @@ class BaseRLPolicy(TorchEstimator):
         self.reward_scale_ = float(state["reward_scale_"])
         self.history_ = list(state["history_"])
         self._fitted_params = state.get("fitted_params")
+        self._partial_fit_log = state.get("partial_fit_log")
         if "feature_names_in_" in state:
             self.feature_names_in_ = np.asarray(
                 state["feature_names_in_"], dtype=object

@@ -102,7 +102,10 @@ class IQLPolicy(BaseRLPolicy):
     verbose : int, default=0
         Show a progress bar with the current losses.
     log_interval : int, default=1000
-        Gradient steps averaged into one ``history_`` record.
+        Gradient steps averaged into one ``history_`` record. ``fit`` records
+        its last, shorter interval at its end; :meth:`partial_fit` counts steps
+        across calls, so a loop of one-step calls writes one record per
+        ``log_interval`` steps, not one per call.
 
     Attributes
     ----------
