@@ -215,7 +215,11 @@ def _chunk(data, start, stop):
 
 def test_partial_fit_on_unfitted_estimator(transitions, make_policy):
     data = _chunk(transitions, 0, 20)
-    policy = make_policy().partial_fit(data)
+    with pytest.warns(UserWarning, match="action bounds from these 20 transitions"):
+        policy = make_policy().partial_fit(data)
+    with warnings.catch_warnings():  # given bounds: nothing to warn about
+        warnings.simplefilter("error")
+        make_policy(action_bounds=(-1.0, 1.0)).partial_fit(data)
     assert len(policy.buffer_) == 20
     assert policy.n_updates_ == 20  # one per new transition
     assert policy.n_features_in_ == 3
@@ -225,7 +229,7 @@ def test_partial_fit_on_unfitted_estimator(transitions, make_policy):
 
 
 def test_partial_fit_with_arrays_on_unfitted_estimator(transitions, make_policy):
-    policy = make_policy().partial_fit(
+    policy = make_policy(action_bounds=(-1.0, 1.0)).partial_fit(
         transitions["observations"],
         transitions["actions"][:, 0],
         rewards=transitions["rewards"],

@@ -274,13 +274,23 @@ class BaseRLPolicy(TorchEstimator):
                 n_updates = len(data)
             n_updates = check_int(n_updates, "n_updates", 0)
             if first_call:
+                if self.action_bounds is None:
+                    warnings.warn(
+                        f"partial_fit on an unfitted {type(self).__name__} takes the "
+                        f"action bounds from these {len(data)} transitions' actions "
+                        "and keeps them: a later call with actions outside them is "
+                        "refused. Pass action_bounds (e.g. env.action_space), or "
+                        "fit on offline data first.",
+                        UserWarning,
+                        stacklevel=2,
+                    )
                 self._initialise(data)
             else:
                 scaler = self.action_scaler_
                 hint = (
-                    " They were taken from the first fit's actions; fit with "
-                    "action_bounds=env.action_space (or the true action range) to "
-                    "accept every valid action."
+                    " They were taken from the actions of the first fit or "
+                    "partial_fit call; pass action_bounds=env.action_space (or the "
+                    "true action range) to accept every valid action."
                     if self.action_bounds is None
                     else ""
                 )
