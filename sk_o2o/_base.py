@@ -225,9 +225,10 @@ def _to_json(obj: Any, where: str = "") -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, torch.device):
-        return str(obj)
+        return {"__device__": str(obj)}
     if hasattr(obj, "low") and hasattr(obj, "high"):  # a gymnasium Box
-        return [np.asarray(obj.low).tolist(), np.asarray(obj.high).tolist()]
+        low, high = np.asarray(obj.low), np.asarray(obj.high)
+        return {"__box__": [low.tolist(), high.tolist()], "dtype": low.dtype.str}
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     raise TypeError(
@@ -243,10 +244,24 @@ def _from_json(obj: Any) -> Any:
             return tuple(_from_json(v) for v in obj["__tuple__"])
         if set(obj) == {"__ndarray__", "dtype"}:
             return np.asarray(obj["__ndarray__"], dtype=np.dtype(obj["dtype"]))
+        if set(obj) == {"__device__"}:
+            return torch.device(obj["__device__"])
+        if set(obj) == {"__box__", "dtype"}:
+            return _box(*obj["__box__"], dtype=np.dtype(obj["dtype"]))
         return {k: _from_json(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_from_json(v) for v in obj]
     return obj
+
+
+def _box(low: list, high: list, dtype: np.dtype):
+    """A gymnasium Box from stored bounds; the bounds alone without gymnasium."""
+    low, high = np.asarray(low, dtype), np.asarray(high, dtype)
+    try:
+        from gymnasium.spaces import Box
+    except ImportError:  # pragma: no cover - depends on the install
+        return (low, high)
+    return Box(low, high, dtype=dtype)
 
 
 def _registry() -> dict[str, type[TorchEstimator]]:

@@ -285,7 +285,8 @@ def test_a_loaded_model_remembers_the_parameters_it_was_fitted_with(
     new = {k: v[:9] for k, v in transitions.items()}
     with pytest.raises(ValueError, match=r"changed gamma=0\.99 to 0\.5"):
         loaded.partial_fit(new, n_updates=1)
-    # A Box and a torch device come back as bounds and a name: not a change.
+    # The Box and the torch device come back as themselves.
+    assert loaded.action_bounds == box and loaded.device == torch.device("cpu")
     loaded.set_params(gamma=0.99).partial_fit(new, n_updates=1)
 
 
