@@ -231,6 +231,13 @@ def _to_json(obj: Any, where: str = "") -> Any:
         return {"__box__": [low.tolist(), high.tolist()], "dtype": low.dtype.str}
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
+    if hasattr(obj, "get_params") or isinstance(obj, torch.nn.Module):
+        raise TypeError(
+            f"cannot store {where} (a {type(obj).__name__}) in the safe format: "
+            "it holds a model, and the safe format stores parameters as plain "
+            "values only (the unlearners' built-in MLP is estimator=None). Use "
+            "pickle or joblib for this model."
+        )
     raise TypeError(
         f"cannot store {where} (a {type(obj).__name__}) in the safe format; "
         "set it to a plain value (an int, float, str, bool, None or a list of "

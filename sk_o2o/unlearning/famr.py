@@ -357,9 +357,8 @@ def famr_unlearn(
     if forget_target == "renormalized" and (keep is None or bool(keep.all())):
         raise ValueError(
             "forget_target='renormalized' needs forgotten classes: use it with "
-            "unlearn_classes, not unlearn (called directly, this function needs a "
-            "keep mask with some False). With every class kept the target is the "
-            "trained model's own prediction and nothing would be forgotten."
+            "unlearn_classes, not unlearn. With every class kept, its target is "
+            "the trained model's own prediction and nothing would be forgotten."
         )
     start = time.perf_counter()
     module.eval()
