@@ -341,6 +341,10 @@ class BaseRLPolicy(TorchEstimator):
         """Q(s, a) of the given state-action pairs, in the units of the rewards.
 
         The minimum over the critics, divided by the reward scale used in training.
+        Unlike ``fit`` and ``partial_fit``, actions outside the fitted action
+        bounds are accepted (held-out data may step a little beyond bounds taken
+        from the training actions, and the offline scorers evaluate them); the
+        critics extrapolate there.
 
         Parameters
         ----------
