@@ -70,6 +70,12 @@ def test_actor_steps_every_policy_freq_and_round_trips(data, tmp_path):
     sampled = policy.sample_action(X)
     assert ((sampled >= -2.0) & (sampled <= 2.0)).all()
     assert not np.array_equal(sampled, policy.predict(X))
+    # exploration_noise is read when acting: set after fit, it takes effect
+    np.testing.assert_allclose(
+        policy.set_params(exploration_noise=0.0).sample_action(X), policy.predict(X)
+    )
+    wide = policy.set_params(exploration_noise=0.5).sample_action(X) - policy.predict(X)
+    assert np.std(wide) > 2 * np.std(sampled - policy.predict(X))
 
 
 @pytest.mark.slow

@@ -131,6 +131,7 @@ class BaseRLPolicy(TorchEstimator):
             "actor_lr_schedule",
             "policy_freq",
             "policy_noise",
+            "exploration_noise",
             "balance_update_interval",
         }
     )
@@ -327,12 +328,22 @@ class BaseRLPolicy(TorchEstimator):
     def sample_action(self, X) -> np.ndarray:
         """Actions sampled from the stochastic policy (exploration).
 
-        Draws from the estimator's own generator, seeded by ``random_state``.
+        Draws from the estimator's own generator, seeded by ``random_state``,
+        so the same seed gives the same draws; each call advances it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, obs_dim)
+
+        Returns
+        -------
+        actions : ndarray of shape (n_samples, act_dim) or (n_samples,)
+            In the units of ``y``, inside the action bounds.
         """
         obs = self._observations_tensor(X)
         with torch.no_grad():
             noise = torch.randn((len(obs), self.action_dim_), generator=self.generator_)
-            sampled = self._policy_mode(obs) + self.core_.actor.std() * noise.to(
+            sampled = self._policy_mode(obs) + self._exploration_std() * noise.to(
                 self.device_
             )
         return self._actions_out(sampled)
@@ -487,9 +498,9 @@ class BaseRLPolicy(TorchEstimator):
         if changed:
             raise ValueError(
                 f"{method} continues the fitted model, but set_params changed "
-                f"{', '.join(changed)} since fit; it shapes the networks, losses or "
-                "normalisation. Call fit to train with the new value, or set it "
-                "back."
+                f"{', '.join(changed)} since fit, and the fitted networks, "
+                "optimisers or normalisation were built with the old value. Call "
+                "fit to train with the new value, or set it back."
             )
 
     def _check_action_dim(self, actions: np.ndarray) -> None:
@@ -811,6 +822,10 @@ class BaseRLPolicy(TorchEstimator):
         # deviations is beyond any state seen in training.
         normalised = np.clip(self.observation_scaler_.transform(X), -1e4, 1e4)
         return self._to_device(normalised)
+
+    def _exploration_std(self) -> torch.Tensor:
+        """Standard deviation of :meth:`sample_action`'s noise, ([-1, 1] units)."""
+        return self.core_.actor.std()
 
     def _policy_mode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.core_.actor.mode(obs)

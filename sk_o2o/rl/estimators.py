@@ -70,6 +70,7 @@ class IQLPolicy(BaseRLPolicy):
     n_steps : int, default=50_000
         Gradient steps taken by :meth:`fit`.
     batch_size : int, default=256
+        Transitions per gradient step, drawn uniformly from the buffer.
     hidden_sizes : tuple of int, default=(256, 256)
         Hidden layer widths of the actor, critics and value network.
     actor_lr, critic_lr, value_lr : float, default=3e-4
@@ -254,10 +255,36 @@ class FamO2OPolicy(BaseRLPolicy):
         code, where a broadcast makes sample j's weight the mean over the
         batch's β_i of min(exp(β_i · A_j), 100): the same for every β code, so
         the family's members learn alike.
-    expectile, n_steps, batch_size, hidden_sizes, actor_lr, critic_lr, value_lr, \
-gamma, tau, normalize_observations, reward_scaling, action_bounds, device, \
-random_state, verbose, log_interval
-        As in :class:`IQLPolicy` (``expectile`` and ``value_lr`` are IQL's only).
+    expectile : float, default=0.7
+        IQL only, as in :class:`IQLPolicy`.
+    n_steps : int, default=50_000
+        Gradient steps taken by :meth:`fit`.
+    batch_size : int, default=256
+        As in :class:`IQLPolicy`.
+    hidden_sizes : tuple of int, default=(256, 256)
+        Hidden layer widths of every network (π_b's included).
+    actor_lr, critic_lr : float, default=3e-4
+        Adam learning rates of the universal model and the critics.
+    value_lr : float, default=3e-4
+        IQL only: the value network's.
+    gamma : float, default=0.99
+        Discount factor.
+    tau : float, default=0.005
+        Soft-update rate of the target critics.
+    normalize_observations : bool, default=True
+        As in :class:`IQLPolicy`.
+    reward_scaling : {"returns", "standard", "none"}, default="returns"
+        As in :class:`IQLPolicy`.
+    action_bounds : (low, high), gymnasium Box or None, default=None
+        As in :class:`IQLPolicy`.
+    device : str or torch.device, default="auto"
+        As in :class:`IQLPolicy`.
+    random_state : int, RandomState instance or None, default=None
+        As in :class:`IQLPolicy`.
+    verbose : int, default=0
+        Show a progress bar with the current losses.
+    log_interval : int, default=1000
+        As in :class:`IQLPolicy`.
 
     Attributes
     ----------
@@ -465,7 +492,8 @@ random_state, verbose, log_interval
 
         Returns
         -------
-        actions : ndarray, as :meth:`predict`
+        actions : ndarray of shape (n_samples, act_dim) or (n_samples,)
+            As from :meth:`predict`.
         """
         obs = self._observations_tensor(X)
         try:
@@ -525,11 +553,34 @@ class TD3BCPolicy(BaseRLPolicy):
     policy_freq : int, default=2
         Critic steps per actor (and target) step.
     exploration_noise : float, default=0.1
-        Standard deviation of the Gaussian noise of :meth:`sample_action`.
+        Standard deviation of the Gaussian noise of :meth:`sample_action` (and so
+        of ``fit_online``'s actions), in [-1, 1] units; read when acting, so it
+        may be changed between online calls.
     reward_scaling : {"none", "standard", "returns"}, default="none"
         TD3+BC leaves rewards as they are.
-    n_steps, batch_size, hidden_sizes, actor_lr, critic_lr, gamma, tau, \
-normalize_observations, action_bounds, device, random_state, verbose, log_interval
+    n_steps : int, default=50_000
+        Gradient steps taken by :meth:`fit`.
+    batch_size : int, default=256
+        As in :class:`IQLPolicy`.
+    hidden_sizes : tuple of int, default=(256, 256)
+        Hidden layer widths of the actor and the critics.
+    actor_lr, critic_lr : float, default=3e-4
+        Adam learning rates.
+    gamma : float, default=0.99
+        Discount factor.
+    tau : float, default=0.005
+        Soft-update rate of the target actor and critics.
+    normalize_observations : bool, default=True
+        As in :class:`IQLPolicy`.
+    action_bounds : (low, high), gymnasium Box or None, default=None
+        As in :class:`IQLPolicy`.
+    device : str or torch.device, default="auto"
+        As in :class:`IQLPolicy`.
+    random_state : int, RandomState instance or None, default=None
+        As in :class:`IQLPolicy`.
+    verbose : int, default=0
+        Show a progress bar with the current losses.
+    log_interval : int, default=1000
         As in :class:`IQLPolicy`.
 
     Attributes
@@ -620,6 +671,13 @@ normalize_observations, action_bounds, device, random_state, verbose, log_interv
             exploration_noise=self.exploration_noise,
         )
         return TD3BCCore(config, device)
+
+    def _exploration_std(self) -> torch.Tensor:
+        # Read at acting time, so set_params(exploration_noise=...) after fit
+        # takes effect (the actor's stored copy is the value at fit).
+        return torch.full(
+            (self.action_dim_,), float(self.exploration_noise), device=self.device_
+        )
 
     def _update(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
         noise = torch.randn(
