@@ -156,6 +156,29 @@ def test_one_dimensional_actions_give_one_dimensional_predictions(
     assert make_policy().fit(data).predict(data["observations"][:4]).shape == (4, 1)
 
 
+def test_one_transition_takes_scalars_as_env_step_returns_them(make_transitions):
+    data = make_transitions(n=1)
+    t = as_transitions(
+        data["observations"],
+        data["actions"],
+        rewards=np.float32(-1.5),
+        next_observations=data["next_observations"],
+        terminals=False,
+        timeouts=True,
+    )
+    assert t.rewards.tolist() == [-1.5]
+    assert t.terminals.tolist() == [0.0] and t.timeouts.tolist() == [1.0]
+    with pytest.raises(ValueError, match=r"^rewards has 1 entries but X has 2"):
+        two = make_transitions(n=2)
+        as_transitions(
+            two["observations"],
+            two["actions"],
+            rewards=0.0,
+            next_observations=two["next_observations"],
+            terminals=two["terminals"],
+        )
+
+
 def test_column_rewards_become_one_dimensional(make_transitions, fit_kwargs):
     data = make_transitions(n=15)
     kwargs = {**fit_kwargs(data), "rewards": data["rewards"][:, None]}

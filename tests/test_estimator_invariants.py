@@ -215,11 +215,23 @@ def _chunk(data, start, stop):
 
 def test_partial_fit_on_unfitted_estimator(transitions, make_policy):
     data = _chunk(transitions, 0, 20)
-    with pytest.warns(UserWarning, match="action bounds from these 20 transitions"):
+    with pytest.warns(
+        UserWarning,
+        match="fits the action bounds, the observation "
+        "normalisation and the reward scale on these 20 transitions",
+    ):
         policy = make_policy().partial_fit(data)
-    with warnings.catch_warnings():  # given bounds: nothing to warn about
+    with pytest.warns(UserWarning, match="fits the reward scale on these"):
+        make_policy(action_bounds=(-1, 1), normalize_observations=False).partial_fit(
+            data
+        )
+    with warnings.catch_warnings():  # nothing fitted from the batch alone
         warnings.simplefilter("error")
-        make_policy(action_bounds=(-1.0, 1.0)).partial_fit(data)
+        make_policy(
+            action_bounds=(-1.0, 1.0),
+            normalize_observations=False,
+            reward_scaling="none",
+        ).partial_fit(data)
     assert len(policy.buffer_) == 20
     assert policy.n_updates_ == 20  # one per new transition
     assert policy.n_features_in_ == 3
@@ -228,6 +240,7 @@ def test_partial_fit_on_unfitted_estimator(transitions, make_policy):
     assert policy.predict(data["observations"]).shape == (20, 2)
 
 
+@pytest.mark.filterwarnings("ignore:partial_fit on an unfitted")
 def test_partial_fit_with_arrays_on_unfitted_estimator(transitions, make_policy):
     policy = make_policy(action_bounds=(-1.0, 1.0)).partial_fit(
         transitions["observations"],

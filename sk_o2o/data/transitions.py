@@ -232,8 +232,11 @@ def to_numpy(values):
 
 
 def _as_float_array(values, name: str, *, ndim: int) -> np.ndarray:
+    values = to_numpy(values)
+    if ndim == 1 and np.ndim(values) == 0:  # one transition's reward or flag,
+        values = np.reshape(values, 1)  # a scalar as env.step returns it
     array = check_array(
-        to_numpy(values),
+        values,
         input_name=name,
         dtype=np.float32,
         ensure_2d=ndim == 2,

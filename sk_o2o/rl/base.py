@@ -275,16 +275,7 @@ class BaseRLPolicy(TorchEstimator):
                 n_updates = len(data)
             n_updates = check_int(n_updates, "n_updates", 0)
             if first_call:
-                if self.action_bounds is None:
-                    warnings.warn(
-                        f"partial_fit on an unfitted {type(self).__name__} takes the "
-                        f"action bounds from these {len(data)} transitions' actions "
-                        "and keeps them: a later call with actions outside them is "
-                        "refused. Pass action_bounds (e.g. env.action_space), or "
-                        "fit on offline data first.",
-                        UserWarning,
-                        stacklevel=2,
-                    )
+                self._warn_about_a_first_partial_fit(len(data))
                 self._initialise(data)
             else:
                 scaler = self.action_scaler_
@@ -477,6 +468,30 @@ class BaseRLPolicy(TorchEstimator):
             stacklevel=3,
         )
         return data
+
+    def _warn_about_a_first_partial_fit(self, n: int) -> None:
+        """What a first partial_fit fixes from its batch alone, and how to avoid it."""
+        fixed = [
+            what
+            for what, applies in (
+                ("the action bounds", self.action_bounds is None),
+                ("the observation normalisation", self.normalize_observations),
+                ("the reward scale", self.reward_scaling != "none"),
+            )
+            if applies
+        ]
+        if not fixed:
+            return
+        listed = ", ".join(fixed[:-1]) + (" and " if len(fixed) > 1 else "") + fixed[-1]
+        warnings.warn(
+            f"partial_fit on an unfitted {type(self).__name__} fits {listed} on "
+            f"these {n} transitions and keeps them for every later call (actions "
+            "outside the bounds are refused then). Fit on offline data first, or "
+            "pass action_bounds (e.g. env.action_space), "
+            "normalize_observations=False and reward_scaling='none'.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _check_params_unchanged_since_fit(self, method: str) -> None:
         """Refuse to go on training a model whose shaping parameters were changed.
