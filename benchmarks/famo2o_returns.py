@@ -70,10 +70,12 @@ def run_ours(policy, data, args, seed: int) -> list[tuple[int, float]]:
         n_eval_episodes=args.episodes,
         seed=seed,
     )
+    # fit_online also evaluates at step 0, on the online seeds; the protocol's
+    # step-0 point is the one above, on the same episodes as d3rlpy's.
     curve += [
         (h["env_step"], h["eval_return"])
         for h in policy.history_
-        if h["phase"] == "online_eval"
+        if h["phase"] == "online_eval" and h["env_step"] > 0
     ]
     return [(step, float(np.mean(r))) for step, r in curve]
 

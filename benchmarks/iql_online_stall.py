@@ -78,7 +78,7 @@ def main() -> None:
         "evaluations": [
             (h["env_step"], h["eval_return"])
             for h in policy.history_
-            if h["phase"] == "online_eval"
+            if h["phase"] == "online_eval" and h["env_step"] > 0  # as recorded
         ],
         "training_episodes": windows,
         "actor_std_after_offline": std_offline,

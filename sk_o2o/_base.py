@@ -137,7 +137,7 @@ def torch_seed_context(seed: int) -> Iterator[None]:
 
 def progress_bar(total: int, *, verbose: int | bool, desc: str):
     """A tqdm bar that is silent unless ``verbose``."""
-    return tqdm(total=total, disable=not verbose, desc=desc, leave=False)
+    return tqdm(total=total, disable=not verbose, desc=desc)
 
 
 # --------------------------------------------------------------------------- base

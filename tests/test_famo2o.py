@@ -300,7 +300,7 @@ def test_fit_online_interacts_stores_and_updates(data):
     assert len(policy.buffer_) == n_before + 210
     assert policy.n_updates_ == 10 + 210
     phases = [h["phase"] for h in policy.history_]
-    assert phases.count("online_eval") == 2
+    assert phases.count("online_eval") == 3  # at env steps 0, 100 and 200
     assert phases.count("online_episode") == 1  # Pendulum episodes are 200 steps
     episode = next(h for h in policy.history_ if h["phase"] == "online_episode")
     assert episode["env_step"] == 200 and np.isfinite(episode["episode_return"])

@@ -311,7 +311,7 @@ def test_a_policy_fitted_on_a_dataframe_is_stepped_without_warnings():
 @pytest.mark.parametrize(
     "kwargs, error, name",
     [
-        ({"seed": None}, TypeError, "seed"),
+        ({"seed": "0"}, TypeError, "seed"),
         ({"seed": -1}, ValueError, "seed"),
         ({"seed": 1.5}, TypeError, "seed"),
         ({"eval_interval": True}, TypeError, "eval_interval"),
@@ -319,6 +319,7 @@ def test_a_policy_fitted_on_a_dataframe_is_stepped_without_warnings():
         ({"eval_interval": 0}, ValueError, "eval_interval"),
         ({"n_updates_per_step": -1}, ValueError, "n_updates_per_step"),
         ({"n_eval_episodes": 0}, ValueError, "n_eval_episodes"),
+        ({"eval_env": ENV, "eval_interval": None}, ValueError, "eval_env"),
     ],
 )
 def test_fit_online_checks_its_arguments_before_the_first_step(kwargs, error, name):
@@ -329,6 +330,77 @@ def test_fit_online_checks_its_arguments_before_the_first_step(kwargs, error, na
     with pytest.raises(error, match=name):
         policy.fit_online(ENV, 20, **{"eval_interval": 10, **kwargs})
     assert (policy.n_updates_, len(policy.buffer_)) == (n_updates, n_rows)
+
+
+class RecordResets(gymnasium.Wrapper):
+    """Keeps every initial observation."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.starts = []
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.starts.append(np.asarray(obs).copy())
+        return obs, info
+
+
+def test_successive_fit_online_calls_continue_one_run():
+    """env_step counts across calls, a call starts with an evaluation unless
+    the previous one ended with one, and seed=None draws new episodes from the
+    estimator's generator (reproducibly under random_state)."""
+    import sk_o2o
+
+    def run(policy):
+        env = RecordResets(gymnasium.make(ENV, max_episode_steps=20))
+        evaluation = {
+            "eval_interval": 20,
+            "n_eval_episodes": 1,
+            "eval_env": gymnasium.make(ENV, max_episode_steps=20),
+        }
+        for n_steps in (30, 30, 10):
+            policy.fit_online(env, n_steps, **evaluation)
+        return env.starts
+
+    policy = _tiny_policy(log_interval=10)
+    starts = run(policy)
+    online = [h for h in policy.history_ if h["phase"].startswith("online")]
+    steps = {
+        phase: [h["env_step"] for h in online if h["phase"] == phase]
+        for phase in ("online", "online_eval", "online_episode")
+    }
+    assert steps["online_eval"] == [0, 20, 30, 50, 60]  # 30: the 2nd call's start
+    assert steps["online_episode"] == [20, 50]  # each call starts a new episode
+    assert steps["online"] == list(range(10, 71, 10))
+    assert policy.n_env_steps_ == 70
+    # Each call's first reset is a new episode: no replay of the same starts.
+    firsts = [starts[0], starts[2], starts[4]]
+    assert not np.allclose(firsts[0], firsts[1]) and not np.allclose(
+        firsts[1], firsts[2]
+    )
+    np.testing.assert_array_equal(
+        np.stack(run(_tiny_policy(log_interval=10))), np.stack(starts)
+    )
+    # The count survives a safe round trip.
+    loaded = sk_o2o.load(_saved(policy))
+    assert loaded.n_env_steps_ == 70
+
+
+def _saved(policy):
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "policy.safetensors"
+    policy.save(path)
+    return path
+
+
+def test_fit_online_progress_bar_shows_losses_and_the_evaluation(capsys):
+    policy = _tiny_policy(log_interval=5, verbose=1)
+    policy.fit_online(ENV, 10, eval_interval=10, n_eval_episodes=1)
+    shown = capsys.readouterr().err
+    assert "online: 100%" in shown
+    assert "critic_loss=" in shown and "eval_return=" in shown
 
 
 def test_fit_online_acts_and_stores_inside_the_env_action_space():

@@ -419,6 +419,15 @@ def _build(
     ref_max = float(
         evaluate_policy(sac, gym_env, n_episodes=n_ref_episodes, seed=ref_seed).mean()
     )
+    if ref_max <= ref_min:
+        warnings.warn(
+            f"the final SAC policy's return ({ref_max:.1f}) is not above the random "
+            f"policy's ({ref_min:.1f}): normalised scores with these references are "
+            "meaningless (and the environment-return scorer refuses them). Train "
+            "longer (n_sac_steps) or use more reference episodes (n_ref_episodes).",
+            UserWarning,
+            stacklevel=3,
+        )
     if medium_target_return is None:
         target = ref_min + medium_fraction * (ref_max - ref_min)
     else:

@@ -59,10 +59,22 @@ class _LossLog:
     """
 
     def __init__(
-        self, estimator, phase: str, interval: int, bar, pending: dict | None = None
+        self,
+        estimator,
+        phase: str,
+        interval: int,
+        bar,
+        pending: dict | None = None,
+        *,
+        advance_bar: bool = True,
+        extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.estimator, self.phase, self.bar = estimator, phase, bar
         self.interval = max(1, interval)
+        # fit_online's bar counts environment steps, not gradient steps
+        self.advance_bar = advance_bar
+        self.extra = extra  # more fields of each record, e.g. the env step
+        self.postfix: dict[str, str] = {}
         pending = pending or {"sums": {}, "counts": {}, "steps": 0}
         self.sums: dict[str, Any] = dict(pending["sums"])
         # some losses are not computed every step
@@ -74,8 +86,8 @@ class _LossLog:
             self.sums[key] = self.sums[key] + value if key in self.sums else value
             self.counts[key] = self.counts.get(key, 0) + 1
         self.steps += 1
-        if self.bar is not None:  # every step, not only when losses are logged
-            self.bar.update(1)
+        if self.bar is not None and self.advance_bar:  # every step, not only
+            self.bar.update(1)  # when losses are logged
         if self.steps == self.interval:
             self.flush()
 
@@ -83,12 +95,18 @@ class _LossLog:
         if self.steps == 0:
             return
         record = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        extra = self.extra() if self.extra is not None else {}
         self.estimator.history_.append(
-            {"step": self.estimator.n_updates_, "phase": self.phase, **record}
+            {"step": self.estimator.n_updates_, "phase": self.phase, **extra, **record}
         )
-        if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.3g}" for k, v in record.items()})
+        self.show(**record)
         self.sums, self.counts, self.steps = {}, {}, 0
+
+    def show(self, **values: float) -> None:
+        """Put ``values`` (losses, an evaluation's return) on the progress bar."""
+        if self.bar is not None:
+            self.postfix.update({k: f"{v:.3g}" for k, v in values.items()})
+            self.bar.set_postfix(self.postfix)
 
     def pending(self) -> dict[str, Any] | None:
         """The unrecorded steps' sums as plain numbers (for pickles and JSON)."""
@@ -110,8 +128,8 @@ class BaseRLPolicy(TorchEstimator):
     Fitted attributes common to all subclasses: ``core_`` (networks and
     optimisers), ``buffer_`` (device-resident training transitions),
     ``observation_scaler_``, ``action_scaler_``, ``reward_scale_``,
-    ``n_features_in_``, ``action_dim_``, ``n_updates_``, ``history_`` and
-    ``device_``.
+    ``n_features_in_``, ``action_dim_``, ``n_updates_``, ``n_env_steps_``,
+    ``history_`` and ``device_``.
     """
 
     _device_attributes: ClassVar[tuple[str, ...]] = ("core_", "buffer_")
@@ -551,6 +569,7 @@ class BaseRLPolicy(TorchEstimator):
             self.n_features_in_, self.action_dim_, device, capacity=len(data)
         )
         self.n_updates_ = 0
+        self.n_env_steps_ = 0
         self._fitted_params = copy.deepcopy(self.get_params(deep=False))
         self.history_: list[dict[str, Any]] = []
         self._partial_fit_log: dict[str, Any] | None = None
@@ -653,7 +672,7 @@ class BaseRLPolicy(TorchEstimator):
         eval_interval: int | None = None,
         n_eval_episodes: int = 5,
         eval_env=None,
-        seed: int = 0,
+        seed: int | None = None,
     ):
         """Fine-tune by interacting with a gymnasium environment.
 
@@ -672,18 +691,26 @@ class BaseRLPolicy(TorchEstimator):
         n_steps : int
             Environment steps.
         n_updates_per_step : int, default=1
+            Gradient steps on the buffer after each environment step (0 only
+            collects).
         eval_interval : int, optional
-            Every ``eval_interval`` environment steps, the deterministic policy is
-            evaluated on ``eval_env`` for ``n_eval_episodes`` episodes. ``None``
-            disables evaluation.
+            Every ``eval_interval`` environment steps, and once before the first
+            step, the deterministic policy is evaluated on ``eval_env`` for
+            ``n_eval_episodes`` episodes. ``None`` disables evaluation.
         n_eval_episodes : int, default=5
+            Episodes per evaluation.
         eval_env : str or gymnasium.Env, optional
             The environment of the evaluations. By default a second copy of
             ``env`` made from its spec (``gymnasium.make(env.spec)``: its id,
             keyword arguments, time limit and recreatable wrappers); pass one
-            where ``env`` cannot be recreated that way.
-        seed : int, default=0
-            Seed of the environment resets and of the evaluation episodes.
+            where ``env`` cannot be recreated that way. Only with
+            ``eval_interval``.
+        seed : int, optional
+            Seed of the environment's first reset (later episodes continue its
+            generator) and, plus 10,000, of the evaluation episodes. ``None``
+            draws one from the estimator's generator, which ``random_state``
+            seeds: the run is reproducible, and successive calls see new
+            episodes instead of replaying the same ones.
 
         Returns
         -------
@@ -691,10 +718,13 @@ class BaseRLPolicy(TorchEstimator):
 
         Notes
         -----
-        ``history_`` gains, besides the averaged losses (``phase="online"``), one
+        ``history_`` gains the averaged losses (``phase="online"``), one
         record per finished episode (``phase="online_episode"``, with
-        ``env_step`` and ``episode_return``) and one per evaluation
-        (``phase="online_eval"``, with ``env_step`` and ``eval_return``).
+        ``episode_return``) and one per evaluation (``phase="online_eval"``,
+        with ``eval_return``), each with ``env_step``: the environment steps
+        taken by every ``fit_online`` call since :meth:`fit`
+        (``n_env_steps_``), so a second call continues the first one's curve.
+        An interrupted call (Ctrl-C) keeps the steps it took.
         """
         from sk_o2o.rl.online import _opened, copy_env
 
@@ -706,8 +736,14 @@ class BaseRLPolicy(TorchEstimator):
         if eval_interval is not None:
             eval_interval = check_int(eval_interval, "eval_interval", 1)
         # Checked before the first step: gymnasium would refuse a bad seed only
-        # at the first reset, and None only at the first evaluation.
-        seed = check_int(seed, "seed", 0)
+        # at the first reset.
+        if seed is not None:
+            seed = check_int(seed, "seed", 0)
+        if eval_env is not None and eval_interval is None:
+            raise ValueError(
+                "eval_env is given but eval_interval is None, so it would never be "
+                "used; pass eval_interval too."
+            )
         with contextlib.ExitStack() as opened:
             # Environments made here (from an id, or the evaluation copy) are
             # closed here; the caller's own are left open.
@@ -738,7 +774,7 @@ class BaseRLPolicy(TorchEstimator):
         n_updates_per_step: int,
         eval_interval: int | None,
         n_eval_episodes: int,
-        seed: int,
+        seed: int | None,
     ) -> None:
         """The loop of :meth:`fit_online`, on environments it has opened."""
         import gymnasium
@@ -755,10 +791,14 @@ class BaseRLPolicy(TorchEstimator):
                 f"env actions have shape {space.shape}, but the policy was fitted "
                 f"on {self.action_dim_}-dimensional actions."
             )
+        generator_state = self.generator_.get_state()
+        if seed is None:
+            seed = int(torch.randint(2**31 - 1, (), generator=self.generator_))
         act = _as_act_fn(self, space, seed, stochastic=True)
         convert = _action_converter(space)
         obs, _ = env.reset(seed=seed)
         if np.shape(obs) != (self.n_features_in_,):
+            self.generator_.set_state(generator_state)  # nothing done
             raise ValueError(
                 f"env observations have shape {np.shape(obs)}, but the policy was "
                 f"fitted on {self.n_features_in_} features."
@@ -767,13 +807,44 @@ class BaseRLPolicy(TorchEstimator):
         obs = np.asarray(obs, np.float32)[None]
         # partial_fit steps not yet averaged into a record get theirs now
         _LossLog(self, "partial_fit", 1, None, self._pop_partial_fit_log()).flush()
-        self.core_.train()
+        self.n_env_steps_ = getattr(self, "n_env_steps_", 0)  # older pickles
         episode_return = 0.0
         with (
             self._training_threads(),
             progress_bar(n_steps, verbose=self.verbose, desc="online") as bar,
         ):
-            log = _LossLog(self, "online", self.log_interval, None)
+            log = _LossLog(
+                self,
+                "online",
+                self.log_interval,
+                bar,
+                advance_bar=False,
+                extra=lambda: {"env_step": self.n_env_steps_},
+            )
+
+            def evaluate() -> None:
+                returns = evaluate_policy(
+                    self,
+                    eval_env,
+                    n_episodes=n_eval_episodes,
+                    seed=seed + ONLINE_EVAL_SEED_OFFSET,
+                )
+                self.history_.append(
+                    {
+                        "step": self.n_updates_,
+                        "phase": "online_eval",
+                        "env_step": self.n_env_steps_,
+                        "eval_return": float(np.mean(returns)),
+                    }
+                )
+                log.show(eval_return=float(np.mean(returns)))
+
+            evaluated = [
+                h["env_step"] for h in self.history_ if h["phase"] == "online_eval"
+            ]
+            if eval_env is not None and self.n_env_steps_ not in evaluated[-1:]:
+                evaluate()  # where the online phase starts from
+            self.core_.train()
             for t in range(1, n_steps + 1):
                 # Clipped to the env's action space, as in evaluate_policy; the
                 # buffer stores the action the env executed.
@@ -790,6 +861,7 @@ class BaseRLPolicy(TorchEstimator):
                         np.asarray([truncated], np.float32),
                     )
                 )
+                self.n_env_steps_ += 1
                 for step_indices in self._batch_indices(n_updates_per_step):
                     log.add(self._gradient_step(step_indices, "online"))
                 episode_return += float(reward)
@@ -799,27 +871,14 @@ class BaseRLPolicy(TorchEstimator):
                         {
                             "step": self.n_updates_,
                             "phase": "online_episode",
-                            "env_step": t,
+                            "env_step": self.n_env_steps_,
                             "episode_return": episode_return,
                         }
                     )
                     obs = np.asarray(env.reset()[0], np.float32)[None]
                     episode_return = 0.0
                 if eval_env is not None and t % eval_interval == 0:
-                    returns = evaluate_policy(
-                        self,
-                        eval_env,
-                        n_episodes=n_eval_episodes,
-                        seed=seed + ONLINE_EVAL_SEED_OFFSET,
-                    )
-                    self.history_.append(
-                        {
-                            "step": self.n_updates_,
-                            "phase": "online_eval",
-                            "env_step": t,
-                            "eval_return": float(np.mean(returns)),
-                        }
-                    )
+                    evaluate()
                     self.core_.train()
                 bar.update(1)
             log.flush()
@@ -887,6 +946,7 @@ class BaseRLPolicy(TorchEstimator):
             "actions_1d_": bool(self.actions_1d_),
             "reward_scale_": self.reward_scale_,
             "n_updates_": self.n_updates_,
+            "n_env_steps_": getattr(self, "n_env_steps_", 0),
             "history_": self.history_,
             "fitted_params": getattr(self, "_fitted_params", None),
             "partial_fit_log": getattr(self, "_partial_fit_log", None),
@@ -917,6 +977,7 @@ class BaseRLPolicy(TorchEstimator):
         self.reward_scale_ = float(state["reward_scale_"])
         self.history_ = list(state["history_"])
         self._fitted_params = state.get("fitted_params")
+        self.n_env_steps_ = int(state.get("n_env_steps_", 0))
         self._partial_fit_log = state.get("partial_fit_log")
         if "feature_names_in_" in state:
             self.feature_names_in_ = np.asarray(

@@ -124,6 +124,8 @@ class IQLPolicy(BaseRLPolicy):
     action_dim_ : int
     n_updates_ : int
         Gradient steps taken so far.
+    n_env_steps_ : int
+        Environment steps taken by ``fit_online`` since :meth:`fit`.
     device_ : torch.device
 
     See Also

@@ -145,7 +145,8 @@ def copy_env(env: gymnasium.Env) -> gymnasium.Env:
         return gym.make(env.spec)
     except (ValueError, gym.error.Error) as exc:
         raise ValueError(
-            f"cannot make a second copy of env: {exc}. Pass eval_env, or set "
+            f"cannot make a second copy of env: {str(exc).rstrip('.')}. Pass "
+            "eval_env, or set "
             "eval_interval=None."
         ) from exc
 
