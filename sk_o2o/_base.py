@@ -135,9 +135,13 @@ def torch_seed_context(seed: int) -> Iterator[None]:
         yield
 
 
-def progress_bar(total: int, *, verbose: int | bool, desc: str):
-    """A tqdm bar that is silent unless ``verbose``."""
-    return tqdm(total=total, disable=not verbose, desc=desc)
+def progress_bar(total: int, *, verbose: int | bool, desc: str, leave: bool = False):
+    """A tqdm bar that is silent unless ``verbose``.
+
+    Bars vanish when done unless ``leave``: a loop of short ``partial_fit`` calls
+    would otherwise print one finished bar per call.
+    """
+    return tqdm(total=total, disable=not verbose, desc=desc, leave=leave)
 
 
 # --------------------------------------------------------------------------- base

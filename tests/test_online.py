@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 gymnasium = pytest.importorskip("gymnasium")
 
@@ -393,6 +394,28 @@ def _saved(policy):
     path = Path(tempfile.mkdtemp()) / "policy.safetensors"
     policy.save(path)
     return path
+
+
+def test_a_fit_online_that_fails_before_its_first_step_changes_nothing():
+    policy = _tiny_policy(log_interval=50, action_bounds=(-2.0, 2.0))
+    data = {k: v[:3] for k, v in _pendulum_rows().items()}
+    policy.partial_fit(data)  # 3 steps pending, not yet recorded
+    state = policy.generator_.get_state()
+    history, pending = list(policy.history_), policy._partial_fit_log
+    wrong = gymnasium.make("MountainCarContinuous-v0")  # 2 features, not 3
+    with pytest.raises(ValueError, match="features"):
+        policy.fit_online(ENV, 5, eval_interval=5, eval_env=wrong)
+    assert torch.equal(policy.generator_.get_state(), state)
+    assert policy.history_ == history and policy._partial_fit_log == pending
+    policy.fit_online(ENV, 5)  # and it goes on from there
+    assert policy.history_[len(history)]["phase"] == "partial_fit"
+
+
+def _pendulum_rows():
+    from sk_o2o.datasets import load_dataset
+
+    data = load_dataset("pendulum-medium-replay-v0")
+    return {k: np.asarray(data[k]) for k in D4RL_KEYS}
 
 
 def test_fit_online_progress_bar_shows_losses_and_the_evaluation(capsys):

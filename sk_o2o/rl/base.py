@@ -88,7 +88,7 @@ class _LossLog:
         self.steps += 1
         if self.bar is not None and self.advance_bar:  # every step, not only
             self.bar.update(1)  # when losses are logged
-        if self.steps == self.interval:
+        if self.steps >= self.interval:  # >=: log_interval may have been lowered
             self.flush()
 
     def flush(self) -> None:
@@ -503,8 +503,13 @@ class BaseRLPolicy(TorchEstimator):
         listed = ", ".join(fixed[:-1]) + (" and " if len(fixed) > 1 else "") + fixed[-1]
         warnings.warn(
             f"partial_fit on an unfitted {type(self).__name__} fits {listed} on "
-            f"these {n} transitions and keeps them for every later call (actions "
-            "outside the bounds are refused then). Fit on offline data first, or "
+            f"these {n} transitions and keeps them for every later call"
+            + (
+                " (actions outside the bounds are refused then)"
+                if self.action_bounds is None
+                else ""
+            )
+            + ". Fit on offline data first, or "
             "pass action_bounds (e.g. env.action_space), "
             "normalize_observations=False and reward_scaling='none'.",
             UserWarning,
@@ -570,7 +575,14 @@ class BaseRLPolicy(TorchEstimator):
         )
         self.n_updates_ = 0
         self.n_env_steps_ = 0
-        self._fitted_params = copy.deepcopy(self.get_params(deep=False))
+        # What the check of partial_fit and fit_online compares (live ones never)
+        self._fitted_params = copy.deepcopy(
+            {
+                name: value
+                for name, value in self.get_params(deep=False).items()
+                if name not in self._LIVE_PARAMS
+            }
+        )
         self.history_: list[dict[str, Any]] = []
         self._partial_fit_log: dict[str, Any] | None = None
         self._append(data)
@@ -645,10 +657,17 @@ class BaseRLPolicy(TorchEstimator):
         with second_thread(self.device_) as worker, halves_on(worker):
             yield
 
+    def _partial_fit_log_or_none(self) -> dict[str, Any] | None:
+        return getattr(self, "_partial_fit_log", None)  # None in older pickles
+
     def _pop_partial_fit_log(self) -> dict[str, Any] | None:
-        pending = getattr(self, "_partial_fit_log", None)
+        pending = self._partial_fit_log_or_none()
         self._partial_fit_log = None
         return pending
+
+    def _flush_partial_fit_log(self) -> None:
+        """Record the partial_fit steps not yet averaged into a record."""
+        _LossLog(self, "partial_fit", 1, None, self._pop_partial_fit_log()).flush()
 
     def _batch_indices(self, n_steps: int) -> torch.Tensor:
         # Drawn on a CPU generator so the same seed gives the same batches on every
@@ -791,27 +810,12 @@ class BaseRLPolicy(TorchEstimator):
                 f"env actions have shape {space.shape}, but the policy was fitted "
                 f"on {self.action_dim_}-dimensional actions."
             )
-        generator_state = self.generator_.get_state()
-        if seed is None:
-            seed = int(torch.randint(2**31 - 1, (), generator=self.generator_))
-        act = _as_act_fn(self, space, seed, stochastic=True)
-        convert = _action_converter(space)
-        obs, _ = env.reset(seed=seed)
-        if np.shape(obs) != (self.n_features_in_,):
-            self.generator_.set_state(generator_state)  # nothing done
-            raise ValueError(
-                f"env observations have shape {np.shape(obs)}, but the policy was "
-                f"fitted on {self.n_features_in_} features."
-            )
-        # The observation as the policy and the buffer take it: one float32 row.
-        obs = np.asarray(obs, np.float32)[None]
-        # partial_fit steps not yet averaged into a record get theirs now
-        _LossLog(self, "partial_fit", 1, None, self._pop_partial_fit_log()).flush()
         self.n_env_steps_ = getattr(self, "n_env_steps_", 0)  # older pickles
-        episode_return = 0.0
         with (
             self._training_threads(),
-            progress_bar(n_steps, verbose=self.verbose, desc="online") as bar,
+            progress_bar(
+                n_steps, verbose=self.verbose, desc="online", leave=True
+            ) as bar,
         ):
             log = _LossLog(
                 self,
@@ -839,11 +843,39 @@ class BaseRLPolicy(TorchEstimator):
                 )
                 log.show(eval_return=float(np.mean(returns)))
 
-            evaluated = [
-                h["env_step"] for h in self.history_ if h["phase"] == "online_eval"
-            ]
-            if eval_env is not None and self.n_env_steps_ not in evaluated[-1:]:
-                evaluate()  # where the online phase starts from
+            # Until the first step, a failure leaves the estimator as it was.
+            generator_state = self.generator_.get_state()
+            pending, n_records = self._partial_fit_log_or_none(), len(self.history_)
+            try:
+                if seed is None:
+                    seed = int(torch.randint(2**31 - 1, (), generator=self.generator_))
+                act = _as_act_fn(self, space, seed, stochastic=True)
+                convert = _action_converter(space)
+                obs, _ = env.reset(seed=seed)
+                if np.shape(obs) != (self.n_features_in_,):
+                    raise ValueError(
+                        f"env observations have shape {np.shape(obs)}, but the "
+                        f"policy was fitted on {self.n_features_in_} features."
+                    )
+                # The observation as the policy and the buffer take it
+                obs = np.asarray(obs, np.float32)[None]
+                # partial_fit steps not yet averaged into a record get theirs now
+                self._flush_partial_fit_log()
+                last = [
+                    (h["env_step"], h["step"])
+                    for h in self.history_
+                    if h["phase"] == "online_eval"
+                ][-1:]
+                if eval_env is not None and last != [
+                    (self.n_env_steps_, self.n_updates_)
+                ]:
+                    evaluate()  # the policy the online phase starts from
+            except BaseException:
+                self.generator_.set_state(generator_state)
+                self._partial_fit_log = pending
+                del self.history_[n_records:]
+                raise
+            episode_return = 0.0
             self.core_.train()
             for t in range(1, n_steps + 1):
                 # Clipped to the env's action space, as in evaluate_policy; the
@@ -1001,8 +1033,8 @@ def _same_param(a: Any, b: Any) -> bool:
 def _plain_param(value: Any) -> Any:
     if hasattr(value, "low") and hasattr(value, "high"):  # a gymnasium Box
         return [np.asarray(value.low).tolist(), np.asarray(value.high).tolist()]
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
+    if isinstance(value, (np.ndarray, np.generic, torch.Tensor)):
+        return np.asarray(to_numpy(value)).tolist()
     if isinstance(value, torch.device):
         return str(value)
     return value

@@ -351,10 +351,13 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             )
         self.classes_ = np.asarray(net.classes_)
         self.device_ = device
+        net = copy.deepcopy(net)  # the user's own net is never run here
         try:
             with torch.no_grad():
                 output = net.forward(X[:1], training=False, device="cpu")
         except RuntimeError as error:
+            if "shape" not in str(error) and "size" not in str(error):
+                raise
             raise ValueError(
                 f"X has {X.shape[1]} features, and the frozen net cannot take "
                 f"them: {error}"
@@ -364,7 +367,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 f"the frozen net gives {output.shape[-1]} outputs per row for its "
                 f"{len(self.classes_)} classes."
             )
-        return copy.deepcopy(net)
+        return net
 
     def _new_net(self) -> NeuralNetClassifier:
         """An unfitted net for this data, on ``device_``, built from ``estimator``."""
