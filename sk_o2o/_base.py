@@ -222,6 +222,8 @@ def _to_json(obj: Any, where: str = "") -> Any:
         return {"__tuple__": [_to_json(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
     if isinstance(obj, list):
         return [_to_json(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, torch.Tensor):  # accepted wherever arrays are; loads as one
+        obj = obj.detach().cpu().numpy()
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind in "biuf":  # tagged, so parameters load back unchanged
             return {"__ndarray__": obj.tolist(), "dtype": obj.dtype.str}
