@@ -290,6 +290,19 @@ def test_a_loaded_model_remembers_the_parameters_it_was_fitted_with(
     loaded.set_params(gamma=0.99).partial_fit(new, n_updates=1)
 
 
+def test_a_pickle_from_before_the_parameter_check_trains_and_saves(
+    policy, transitions, tmp_path
+):
+    for name in ("n_env_steps_", "_fitted_params", "_partial_fit_log"):
+        del policy.__dict__[name]  # as pickled by a version without them
+    old = _pickle(policy)
+    assert old.n_env_steps_ == 0 and old._partial_fit_log is None
+    new = {k: v[:9] for k, v in transitions.items()}
+    old.set_params(gamma=0.5).partial_fit(new, n_updates=1)  # nothing to compare
+    old.save(tmp_path / "model.safetensors")
+    assert sk_o2o.load(tmp_path / "model.safetensors").n_updates_ == old.n_updates_
+
+
 def test_save_refuses_unstorable_params(policy, tmp_path):
     policy = copy.deepcopy(policy).set_params(random_state=np.random.RandomState(0))
     with pytest.raises(TypeError, match=r"params\['random_state'\] \(a RandomState\)"):

@@ -164,6 +164,19 @@ class BaseRLPolicy(TorchEstimator):
     }
     __metadata_request__partial_fit = __metadata_request__fit
 
+    # Fitted attributes added after the first release, with the value a pickle
+    # from before them stands for (None: no parameter check, nothing pending).
+    _LATER_ATTRIBUTES: ClassVar[dict[str, Any]] = {
+        "n_env_steps_": 0,
+        "_fitted_params": None,
+        "_partial_fit_log": None,
+    }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "core_" in state:
+            state = {**self._LATER_ATTRIBUTES, **state}
+        super().__setstate__(state)
+
     # ------------------------------------------------------------------ to override
     def _make_core(self, obs_dim: int, act_dim: int, device: torch.device):
         raise NotImplementedError
@@ -523,15 +536,13 @@ class BaseRLPolicy(TorchEstimator):
         optimisers: a new ``gamma`` or ``hidden_sizes`` set since ``fit`` would
         otherwise be silently ignored.
         """
-        fitted = getattr(self, "_fitted_params", None)
+        fitted = self._fitted_params
         if fitted is None:  # pickled by a version that did not record them
             return
         changed = [
             f"{name}={fitted[name]!r} to {value!r}"
             for name, value in self.get_params(deep=False).items()
-            if name not in self._LIVE_PARAMS
-            and name in fitted
-            and not _same_param(value, fitted[name])
+            if name in fitted and not _same_param(value, fitted[name])
         ]
         if changed:
             raise ValueError(
@@ -619,16 +630,15 @@ class BaseRLPolicy(TorchEstimator):
                 n_steps, verbose=self.verbose, desc=type(self).__name__
             ) as bar,
         ):
-            if phase == "partial_fit":  # records span calls: one per log_interval
-                log = _LossLog(
-                    self,
-                    phase,
-                    self.log_interval,
-                    bar,
-                    self._pop_partial_fit_log(),
-                )
-            else:
-                log = _LossLog(self, phase, min(self.log_interval, n_steps), bar)
+            # partial_fit's records span calls: one per log_interval steps
+            spans_calls = phase == "partial_fit"
+            log = _LossLog(
+                self,
+                phase,
+                self.log_interval if spans_calls else min(self.log_interval, n_steps),
+                bar,
+                self._pop_partial_fit_log() if spans_calls else None,
+            )
             schedule = self._actor_lr_schedule(n_steps, phase)
             done = 0
             try:
@@ -640,9 +650,9 @@ class BaseRLPolicy(TorchEstimator):
                         log.add(self._gradient_step(step_indices, phase))
                     done += chunk
             finally:  # partial_fit keeps the steps it took, even when interrupted
-                if phase == "partial_fit":
+                if spans_calls:
                     self._partial_fit_log = log.pending()
-            if phase != "partial_fit":
+            if not spans_calls:
                 log.flush()
             if schedule is not None:  # later phases train at the constant rate
                 self.core_.set_actor_lr(self.actor_lr)
@@ -657,12 +667,8 @@ class BaseRLPolicy(TorchEstimator):
         with second_thread(self.device_) as worker, halves_on(worker):
             yield
 
-    def _partial_fit_log_or_none(self) -> dict[str, Any] | None:
-        return getattr(self, "_partial_fit_log", None)  # None in older pickles
-
     def _pop_partial_fit_log(self) -> dict[str, Any] | None:
-        pending = self._partial_fit_log_or_none()
-        self._partial_fit_log = None
+        pending, self._partial_fit_log = self._partial_fit_log, None
         return pending
 
     def _flush_partial_fit_log(self) -> None:
@@ -810,7 +816,6 @@ class BaseRLPolicy(TorchEstimator):
                 f"env actions have shape {space.shape}, but the policy was fitted "
                 f"on {self.action_dim_}-dimensional actions."
             )
-        self.n_env_steps_ = getattr(self, "n_env_steps_", 0)  # older pickles
         with (
             self._training_threads(),
             progress_bar(
@@ -845,7 +850,7 @@ class BaseRLPolicy(TorchEstimator):
 
             # Until the first step, a failure leaves the estimator as it was.
             generator_state = self.generator_.get_state()
-            pending, n_records = self._partial_fit_log_or_none(), len(self.history_)
+            pending, n_records = self._partial_fit_log, len(self.history_)
             try:
                 if seed is None:
                     seed = int(torch.randint(2**31 - 1, (), generator=self.generator_))
@@ -978,10 +983,10 @@ class BaseRLPolicy(TorchEstimator):
             "actions_1d_": bool(self.actions_1d_),
             "reward_scale_": self.reward_scale_,
             "n_updates_": self.n_updates_,
-            "n_env_steps_": getattr(self, "n_env_steps_", 0),
+            "n_env_steps_": self.n_env_steps_,
             "history_": self.history_,
-            "fitted_params": getattr(self, "_fitted_params", None),
-            "partial_fit_log": getattr(self, "_partial_fit_log", None),
+            "fitted_params": self._fitted_params,
+            "partial_fit_log": self._partial_fit_log,
         }
         if hasattr(self, "feature_names_in_"):
             state["feature_names_in_"] = list(self.feature_names_in_)
