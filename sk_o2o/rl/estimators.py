@@ -21,7 +21,7 @@ from sk_o2o.rl.algos.famo2o import (
     FamO2OTD3BCCore,
 )
 from sk_o2o.rl.algos.iql import IQLConfig, IQLCore, cosine_decay
-from sk_o2o.rl.algos.td3bc import TD3BCConfig, TD3BCCore
+from sk_o2o.rl.algos.td3bc import TD3BCConfig, TD3BCCore, actor_step_due
 from sk_o2o.rl.balance import balance_code
 from sk_o2o.rl.base import BaseRLPolicy
 
@@ -444,21 +444,14 @@ class FamO2OPolicy(BaseRLPolicy):
             beta_noise = self._noise(n)
         if self.algo == "iql":
             return core.update_step(batch, balance_noise, beta, beta_noise)
-        losses = {}
-        if balance_noise is not None:
-            losses.update(core.update_balance(batch, *balance_noise))
-        if beta is None:
-            beta = core.sample_balance(batch.observations, beta_noise)
-        losses.update(
-            core.update_universal(
-                batch,
-                beta,
-                target_noise=self._noise(n, self.action_dim_)
-                * core.config.policy_noise,
-                update_actor=self.n_updates_ % _TD3_POLICY_FREQ == 0,
-            )
+        return core.update_step(
+            batch,
+            balance_noise,
+            beta,
+            beta_noise,
+            target_noise=self._noise(n, self.action_dim_) * core.config.policy_noise,
+            update_actor=actor_step_due(self.n_updates_, _TD3_POLICY_FREQ),
         )
-        return losses
 
     def _actor_lr_schedule(self, n_steps: int, phase: str) -> Callable | None:
         return _offline_cosine(self, n_steps, phase)
@@ -689,7 +682,5 @@ class TD3BCPolicy(BaseRLPolicy):
             batch,
             beta=self.beta,
             target_noise=noise * self.policy_noise,
-            # the authors count the step first: the actor's first step is the
-            # policy_freq-th, after policy_freq critic steps
-            update_actor=(self.n_updates_ + 1) % self.policy_freq == 0,
+            update_actor=actor_step_due(self.n_updates_, self.policy_freq),
         )

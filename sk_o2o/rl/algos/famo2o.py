@@ -303,3 +303,25 @@ class FamO2OTD3BCCore(_BalanceMixin, TD3BCCore):
         return TD3BCCore.update(
             self, batch, beta, target_noise, update_actor, balance_code(beta)
         )
+
+    def update_step(
+        self,
+        batch: Batch,
+        balance_noise: tuple[torch.Tensor, torch.Tensor] | None,
+        beta: torch.Tensor | None,
+        beta_noise: torch.Tensor | None,
+        target_noise: torch.Tensor,
+        update_actor: bool,
+    ) -> dict[str, torch.Tensor]:
+        """One FamO2O step on TD3+BC: π_b and α_b, then TD3+BC's step.
+
+        As :meth:`FamO2OIQLCore.update_step`, plus TD3+BC's ``target_noise``
+        (N(0, policy_noise²)) and whether this step ``update_actor``.
+        """
+        losses = {}
+        if balance_noise is not None:
+            losses.update(self.update_balance(batch, *balance_noise))
+        if beta is None:
+            beta = self.sample_balance(batch.observations, beta_noise)
+        losses.update(self.update_universal(batch, beta, target_noise, update_actor))
+        return losses

@@ -34,6 +34,7 @@ from sk_o2o.rl.networks import DeterministicPolicy, EnsembleCritic
 __all__ = [
     "TD3BCConfig",
     "TD3BCCore",
+    "actor_step_due",
     "smoothed_target_action",
     "td3bc_actor_loss",
 ]
@@ -62,6 +63,15 @@ def td3bc_actor_loss(
     lam = beta / q_of_policy_action.abs().mean().detach()
     bc = (policy_action - actions).square().mean(-1)
     return (-lam * q_of_policy_action + bc).mean()
+
+
+def actor_step_due(n_updates: int, policy_freq: int) -> bool:
+    """Whether update number ``n_updates`` (counted from 0) steps the actor.
+
+    The authors count the step before testing it: the actor's first step is the
+    ``policy_freq``-th update, after ``policy_freq`` critic steps.
+    """
+    return (n_updates + 1) % policy_freq == 0
 
 
 # ----------------------------------------------------------------- networks + update
