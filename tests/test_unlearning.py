@@ -414,6 +414,30 @@ def test_every_baseline_raises_the_loss_on_the_forgotten_class(cls, params, min_
     assert unlearner.unlearning_history_[-1]["method"] == cls.__name__
 
 
+@pytest.mark.parametrize(
+    ("cls", "n_batches"),
+    [
+        (FAMRUnlearner, None),
+        # the bar's total: n_epochs passes in batches of 64 (the defaults)
+        (FinetuneUnlearner, 2 * 2),  # over the 80 retain rows
+        (NegGradUnlearner, 5 * 1),  # over the 40 forget rows
+        (RandomLabelUnlearner, 5 * 1),
+    ],
+)
+def test_verbose_shows_a_progress_bar_of_the_steps(cls, n_batches, capsys):
+    X, y = blobs()
+    unlearner = cls(small_net(max_epochs=1), device="cpu", random_state=0)
+    unlearner.fit(X, y)
+    capsys.readouterr()
+    unlearner.unlearn_classes([0], X, y)
+    assert capsys.readouterr().err == ""  # silent by default
+    unlearner.set_params(verbose=1).unlearn_classes([1], X, y)
+    err = capsys.readouterr().err
+    assert cls.__name__ in err
+    if n_batches is not None:
+        assert f" 0/{n_batches} " in err
+
+
 @given(
     n_classes=st.integers(2, 6),
     allowed_mask=st.integers(0, 2**6 - 1),

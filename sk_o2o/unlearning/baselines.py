@@ -15,11 +15,12 @@ needs no function here: it is the classifier's own ``fit``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from sk_o2o.rl._torch_utils import step
 
@@ -78,15 +79,29 @@ def random_wrong_labels(
 
 
 # --------------------------------------------------------------------------- loops
-def _epochs(
-    n: int, n_epochs: int, batch_size: int, generator: torch.Generator
-) -> list[torch.Tensor]:
-    """Shuffled minibatch indices for ``n_epochs`` passes over ``n`` rows."""
-    return [
+def _shuffled_batches(
+    n: int,
+    n_epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    progress: tqdm | None = None,
+) -> Iterator[torch.Tensor]:
+    """Shuffled minibatch indices for ``n_epochs`` passes over ``n`` rows.
+
+    All are drawn before the first is used (the generator's draws do not depend
+    on the training); ``progress``, a tqdm bar, counts them.
+    """
+    batches = [
         idx
         for _ in range(n_epochs)
         for idx in torch.randperm(n, generator=generator).split(batch_size)
     ]
+    if progress is not None:
+        progress.reset(total=len(batches))
+    for idx in batches:
+        yield idx
+        if progress is not None:
+            progress.update()
 
 
 def _sample(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -103,12 +118,15 @@ def finetune(
     lr: float,
     batch_size: int,
     generator: torch.Generator,
+    progress: tqdm | None = None,
 ) -> dict[str, float]:
     """Adam on the retain set's cross-entropy for ``n_epochs`` epochs."""
     module.train()
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     loss = torch.zeros(())
-    for idx in _epochs(len(X_retain), n_epochs, batch_size, generator):
+    for idx in _shuffled_batches(
+        len(X_retain), n_epochs, batch_size, generator, progress
+    ):
         idx = idx.to(X_retain.device)
         loss = F.nll_loss(log_probs_of(X_retain[idx]), y_retain[idx])
         step(optimizer, loss)
@@ -128,6 +146,7 @@ def neggrad(
     lr: float,
     batch_size: int,
     generator: torch.Generator,
+    progress: tqdm | None = None,
 ) -> dict[str, float]:
     """NegGrad (``retain_weight=0``) or NegGrad+: epochs over the forget set.
 
@@ -137,7 +156,9 @@ def neggrad(
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     loss = torch.zeros(())
     use_retain = retain_weight > 0 and X_retain is not None
-    for idx in _epochs(len(X_forget), n_epochs, batch_size, generator):
+    for idx in _shuffled_batches(
+        len(X_forget), n_epochs, batch_size, generator, progress
+    ):
         idx = idx.to(X_forget.device)
         retain_lp = retain_y = None
         if use_retain:
@@ -167,6 +188,7 @@ def random_label(
     lr: float,
     batch_size: int,
     generator: torch.Generator,
+    progress: tqdm | None = None,
 ) -> dict[str, float]:
     """Fine-tune on the forget set with fixed random wrong labels.
 
@@ -178,7 +200,9 @@ def random_label(
     labels = labels.to(X_forget.device)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     loss = torch.zeros(())
-    for idx in _epochs(len(X_forget), n_epochs, batch_size, generator):
+    for idx in _shuffled_batches(
+        len(X_forget), n_epochs, batch_size, generator, progress
+    ):
         idx = idx.to(X_forget.device)
         loss = F.nll_loss(log_probs_of(X_forget[idx]), labels[idx])
         if X_retain is not None:

@@ -112,15 +112,15 @@ class FAMRUnlearner(BaseUnlearner):
     unlearning_history_ : list of dict
         One record per ``unlearn``/``unlearn_classes`` call: ``method``,
         ``n_forget``, ``classes`` (the forgotten classes, or None), the
-        method's own figures and ``time_s``.
-    device_ : torch.device
-        FAMR's records add ``anchor_strength`` (the λ used), ``solver``,
+        method's own figures and ``time_s``. FAMR's records add
+        ``anchor_strength`` (the λ used), ``solver``,
         ``n_steps`` (the iterations taken), ``n_evaluations`` (passes over the
         forget set), ``converged`` (stopped before ``n_steps``),
         ``stationarity`` (the final gradient relative to the one at θ₀),
         ``forget_loss_initial``, ``forget_loss`` (F before and after),
         ``forget_loss_curve``, ``parameter_distance`` (‖θ − θ₀‖) and
         ``distance_bound``.
+    device_ : torch.device
 
     See Also
     --------
@@ -240,7 +240,8 @@ class RetrainUnlearner(BaseUnlearner):
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, batch order and the unlearning's own sampling.
     verbose : int, default=0
-        Progress bar during unlearning.
+        Unused: retraining is the skorch net's own ``fit`` (its ``verbose``
+        prints the epochs). Kept for the same signature as the other unlearners.
 
     Attributes
     ----------
@@ -357,16 +358,18 @@ class FinetuneUnlearner(BaseUnlearner):
         self.verbose = verbose
 
     def _unlearn(self, data: UnlearningData) -> dict[str, Any]:
-        return baselines.finetune(
-            self.estimator_.module_,
-            self._module_log_probs(),
-            self._tensor(data.X_retain),
-            self._tensor(data.y_retain, torch.long),
-            n_epochs=self.n_epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            generator=self.generator_,
-        )
+        with self._progress(None) as bar:
+            return baselines.finetune(
+                self.estimator_.module_,
+                self._module_log_probs(),
+                self._tensor(data.X_retain),
+                self._tensor(data.y_retain, torch.long),
+                n_epochs=self.n_epochs,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                generator=self.generator_,
+                progress=bar,
+            )
 
 
 class NegGradUnlearner(BaseUnlearner):
@@ -451,19 +454,21 @@ class NegGradUnlearner(BaseUnlearner):
             raise ValueError(
                 "NegGrad+ (retain_weight > 0) needs X_retain and y_retain."
             )
-        return baselines.neggrad(
-            self.estimator_.module_,
-            self._module_log_probs(),
-            self._tensor(data.X_forget),
-            self._tensor(data.y_forget, torch.long),
-            self._tensor(data.X_retain),
-            self._tensor(data.y_retain, torch.long),
-            retain_weight=float(self.retain_weight),
-            n_epochs=self.n_epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            generator=self.generator_,
-        )
+        with self._progress(None) as bar:
+            return baselines.neggrad(
+                self.estimator_.module_,
+                self._module_log_probs(),
+                self._tensor(data.X_forget),
+                self._tensor(data.y_forget, torch.long),
+                self._tensor(data.X_retain),
+                self._tensor(data.y_retain, torch.long),
+                retain_weight=float(self.retain_weight),
+                n_epochs=self.n_epochs,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                generator=self.generator_,
+                progress=bar,
+            )
 
 
 class RandomLabelUnlearner(BaseUnlearner):
@@ -541,19 +546,21 @@ class RandomLabelUnlearner(BaseUnlearner):
         self.verbose = verbose
 
     def _unlearn(self, data: UnlearningData) -> dict[str, Any]:
-        return baselines.random_label(
-            self.estimator_.module_,
-            self._module_log_probs(),
-            self._tensor(data.X_forget),
-            self._tensor(data.y_forget, torch.long),
-            torch.as_tensor(data.keep),
-            self._tensor(data.X_retain),
-            self._tensor(data.y_retain, torch.long),
-            n_epochs=self.n_epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            generator=self.generator_,
-        )
+        with self._progress(None) as bar:
+            return baselines.random_label(
+                self.estimator_.module_,
+                self._module_log_probs(),
+                self._tensor(data.X_forget),
+                self._tensor(data.y_forget, torch.long),
+                torch.as_tensor(data.keep),
+                self._tensor(data.X_retain),
+                self._tensor(data.y_retain, torch.long),
+                n_epochs=self.n_epochs,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                generator=self.generator_,
+                progress=bar,
+            )
 
 
 class SSDUnlearner(BaseUnlearner):
@@ -578,7 +585,8 @@ class SSDUnlearner(BaseUnlearner):
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, batch order and the unlearning's own sampling.
     verbose : int, default=0
-        Progress bar during unlearning.
+        Unused: SSD is two passes over the data and one edit of the weights.
+        Kept for the same signature as the other unlearners.
     selection_weight : float, default=10.0
         α: how much more important to the forget set a parameter must be.
     dampening_constant : float, default=1.0
