@@ -151,8 +151,9 @@ class TorchEstimator(BaseEstimator):
     Subclasses list, in ``_device_attributes``, the fitted attributes that hold
     tensors (objects with a ``to(device)`` method whose pickles are CPU-only). The
     base class moves them to the estimator's device after unpickling and implements
-    the safe persistence format through ``_get_state_tensors`` /
-    ``_set_state_tensors`` and ``_get_json_state`` / ``_set_json_state``.
+    the safe persistence format: subclasses give their fitted state through
+    ``_get_state_tensors`` and ``_get_json_state``, and take it back in
+    ``_set_state(state, tensors)``.
     """
 
     _device_attributes: ClassVar[tuple[str, ...]] = ()
