@@ -306,6 +306,22 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimato
     -------
     estimator : TorchEstimator
         The fitted estimator.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from sk_o2o import IQLPolicy, load
+    >>> from sk_o2o.datasets import load_dataset
+    >>> data = load_dataset("pendulum-medium-replay-v0")
+    >>> policy = IQLPolicy(n_steps=10, hidden_sizes=(32, 32), random_state=0)
+    >>> policy = policy.fit(data)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "policy.safetensors")
+    ...     policy.save(path)
+    ...     loaded = load(path, device="cpu")
+    >>> X = data.observations[:5]
+    >>> bool((loaded.predict(X) == policy.predict(X)).all())
+    True
     """
     from safetensors import SafetensorError, safe_open
 

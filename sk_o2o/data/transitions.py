@@ -13,14 +13,17 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from scipy.sparse import issparse
 from sklearn.utils.validation import check_array, check_consistent_length
 
 __all__ = [
     "D4RL_KEYS",
+    "DatasetLike",
     "Transitions",
     "as_transitions",
     "check_finite",
@@ -30,6 +33,11 @@ __all__ = [
     "is_dataset",
     "to_numpy",
 ]
+
+#: What ``fit``'s ``X`` may be: observations, or a whole dataset (a mapping with
+#: D4RL keys, a path to an ``.npz``/``.hdf5`` file, or a d3rlpy ``MDPDataset`` /
+#: ``ReplayBuffer``, which is ``Any`` here: d3rlpy is an optional dependency).
+DatasetLike: TypeAlias = ArrayLike | Mapping[str, ArrayLike] | str | os.PathLike | Any
 
 D4RL_KEYS = (
     "observations",
@@ -384,13 +392,13 @@ def is_dataset(X) -> bool:
 
 
 def as_transitions(
-    X,
-    y=None,
+    X: DatasetLike,
+    y: ArrayLike | None = None,
     *,
-    rewards=None,
-    next_observations=None,
-    terminals=None,
-    timeouts=None,
+    rewards: ArrayLike | None = None,
+    next_observations: ArrayLike | None = None,
+    terminals: ArrayLike | None = None,
+    timeouts: ArrayLike | None = None,
 ) -> Transitions:
     """Validate transitions given as arrays or as a dataset.
 

@@ -12,10 +12,11 @@ import copy
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from sklearn.utils import RegressorTags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -37,6 +38,7 @@ from sk_o2o.data.normalization import (
     reward_scale,
 )
 from sk_o2o.data.transitions import (
+    DatasetLike,
     Transitions,
     as_transitions,
     check_finite,
@@ -45,6 +47,10 @@ from sk_o2o.data.transitions import (
     warn_if_next_observations_do_not_follow,
 )
 from sk_o2o.rl._torch_utils import second_thread
+
+if TYPE_CHECKING:  # pragma: no cover
+    import gymnasium
+    from typing_extensions import Self
 
 __all__ = ["BaseRLPolicy"]
 
@@ -203,14 +209,14 @@ class BaseRLPolicy(TorchEstimator):
 
     def fit(
         self,
-        X,
-        y=None,
+        X: DatasetLike,
+        y: ArrayLike | None = None,
         *,
-        rewards=None,
-        next_observations=None,
-        terminals=None,
-        timeouts=None,
-    ):
+        rewards: ArrayLike | None = None,
+        next_observations: ArrayLike | None = None,
+        terminals: ArrayLike | None = None,
+        timeouts: ArrayLike | None = None,
+    ) -> Self:
         """Train from scratch on offline transitions.
 
         Parameters
@@ -258,15 +264,15 @@ class BaseRLPolicy(TorchEstimator):
 
     def partial_fit(
         self,
-        X,
-        y=None,
+        X: DatasetLike,
+        y: ArrayLike | None = None,
         *,
-        rewards=None,
-        next_observations=None,
-        terminals=None,
-        timeouts=None,
+        rewards: ArrayLike | None = None,
+        next_observations: ArrayLike | None = None,
+        terminals: ArrayLike | None = None,
+        timeouts: ArrayLike | None = None,
         n_updates: int | None = None,
-    ):
+    ) -> Self:
         """Add transitions to the buffer and take gradient steps on the whole buffer.
 
         This is the online path, and it extends scikit-learn's ``partial_fit``:
@@ -278,7 +284,17 @@ class BaseRLPolicy(TorchEstimator):
 
         Parameters
         ----------
-        X, y, rewards, next_observations, terminals, timeouts
+        X : array-like of shape (n_transitions, obs_dim), mapping or path
+            Observations, or a whole dataset, as in :meth:`fit`.
+        y : array-like of shape (n_transitions, act_dim), optional
+            As in :meth:`fit`.
+        rewards : array-like of shape (n_transitions,), optional
+            As in :meth:`fit`.
+        next_observations : array-like of shape (n_transitions, obs_dim), optional
+            As in :meth:`fit`.
+        terminals : array-like of shape (n_transitions,), optional
+            As in :meth:`fit`.
+        timeouts : array-like of shape (n_transitions,), optional
             As in :meth:`fit`.
         n_updates : int, optional
             Gradient steps to take; default one per new transition.
@@ -328,7 +344,7 @@ class BaseRLPolicy(TorchEstimator):
         self._train(int(n_updates), phase="partial_fit")
         return self
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Deterministic actions (the policy's mean), in the units of ``y``.
 
         Parameters
@@ -347,7 +363,7 @@ class BaseRLPolicy(TorchEstimator):
             )
         return self._actions_out(normalised)
 
-    def sample_action(self, X) -> np.ndarray:
+    def sample_action(self, X: ArrayLike) -> np.ndarray:
         """Actions sampled from the stochastic policy (exploration).
 
         Draws from the estimator's own generator, seeded by ``random_state``,
@@ -370,7 +386,7 @@ class BaseRLPolicy(TorchEstimator):
             )
         return self._actions_out(sampled)
 
-    def predict_value(self, X, y) -> np.ndarray:
+    def predict_value(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """Q(s, a) of the given state-action pairs, in the units of the rewards.
 
         The minimum over the critics, divided by the reward scale used in training.
@@ -404,7 +420,7 @@ class BaseRLPolicy(TorchEstimator):
         act = self._to_device(self.action_scaler_.transform(actions))
         return self._q_values(obs, act)
 
-    def score(self, X, y=None) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike | None = None) -> float:
         """Mean estimated value Q(s, π(s)) of the policy's own actions on ``X``.
 
         Higher is better. An offline estimate from the learned critics: for
@@ -690,15 +706,15 @@ class BaseRLPolicy(TorchEstimator):
 
     def fit_online(
         self,
-        env,
+        env: str | gymnasium.Env,
         n_steps: int,
         *,
         n_updates_per_step: int = 1,
         eval_interval: int | None = None,
         n_eval_episodes: int = 5,
-        eval_env=None,
+        eval_env: str | gymnasium.Env | None = None,
         seed: int | None = None,
-    ):
+    ) -> Self:
         """Fine-tune by interacting with a gymnasium environment.
 
         Each environment step acts with :meth:`sample_action` (clipped to the

@@ -8,6 +8,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from sk_o2o._base import check_int
@@ -459,7 +460,7 @@ class FamO2OPolicy(BaseRLPolicy):
     def _policy_mode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.core_.act(obs)
 
-    def predict_balance(self, X) -> np.ndarray:
+    def predict_balance(self, X: ArrayLike) -> np.ndarray:
         """The β the balance model chooses for each state (inside ``balance_range``).
 
         Parameters
@@ -475,7 +476,7 @@ class FamO2OPolicy(BaseRLPolicy):
             beta = self.core_.chosen_balance(obs)
         return beta.cpu().numpy().astype(np.float64)
 
-    def predict_with_balance(self, X, beta) -> np.ndarray:
+    def predict_with_balance(self, X: ArrayLike, beta: ArrayLike) -> np.ndarray:
         """Actions of the universal model for a given β (one or one per state).
 
         Parameters

@@ -14,12 +14,14 @@ import copy
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from sklearn.base import ClassifierMixin, clone
 from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
 from sklearn.utils import column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -39,6 +41,9 @@ from sk_o2o.unlearning.networks import (
     log_probabilities,
     make_classifier_net,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Self
 
 __all__ = ["BaseUnlearner", "UnlearningData", "unlearn_pipeline"]
 
@@ -85,7 +90,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ sklearn API
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Train a clone of ``estimator`` (or the built-in MLP) on ``X, y``.
 
         With ``estimator=FrozenEstimator(net)``, ``net`` is an already trained
@@ -127,7 +132,9 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             self.unlearning_history_: list[dict[str, Any]] = []
         return self
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(
+        self, X: ArrayLike, y: ArrayLike, classes: ArrayLike | None = None
+    ) -> Self:
         """One more epoch of training on ``X, y`` (the first call initialises).
 
         Parameters
@@ -174,7 +181,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             self.history_ = _epochs(self.estimator_)
         return self
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``.
 
         Parameters
@@ -192,7 +199,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             log_probs = log_probabilities(self.estimator_, output)
         return torch.softmax(log_probs.double(), dim=-1).numpy()
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """The most probable class of each row.
 
         Parameters
@@ -206,7 +213,14 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
 
-    def unlearn(self, X_forget, y_forget=None, *, X_retain=None, y_retain=None):
+    def unlearn(
+        self,
+        X_forget: ArrayLike,
+        y_forget: ArrayLike | None = None,
+        *,
+        X_retain: ArrayLike | None = None,
+        y_retain: ArrayLike | None = None,
+    ) -> Self:
         """Forget the samples ``X_forget`` (and their labels ``y_forget``).
 
         Parameters
@@ -234,7 +248,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         )
         return self._run(data)
 
-    def unlearn_classes(self, classes, X, y):
+    def unlearn_classes(self, classes: ArrayLike, X: ArrayLike, y: ArrayLike) -> Self:
         """Forget whole classes.
 
         The rows of ``X`` labelled with one of ``classes`` are the forget set, the
@@ -549,8 +563,14 @@ def _epochs(net: NeuralNetClassifier) -> list[dict[str, Any]]:
 
 
 def unlearn_pipeline(
-    pipeline, X, y=None, *, classes=None, X_retain=None, y_retain=None
-):
+    pipeline: Pipeline,
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    *,
+    classes: ArrayLike | None = None,
+    X_retain: ArrayLike | None = None,
+    y_retain: ArrayLike | None = None,
+) -> Pipeline:
     """Unlearn with the last step of a fitted :class:`~sklearn.pipeline.Pipeline`.
 
     The data go through the preceding steps' ``transform`` (fitted, unchanged)

@@ -328,6 +328,21 @@ class FinetuneUnlearner(BaseUnlearner):
         ``n_forget``, ``classes`` (the forgotten classes, or None), the
         method's own figures and ``time_s``.
     device_ : torch.device
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sk_o2o.unlearning import FinetuneUnlearner, mia_features
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16.0
+    >>> model = FinetuneUnlearner(random_state=0).fit(X, y)
+    >>> def forgotten_loss(model):
+    ...     return mia_features(model, X[y == 3], y[y == 3], feature="loss").mean()
+    >>> before = forgotten_loss(model)
+    >>> model = model.unlearn_classes([3], X, y)
+    >>> # fine-tuning on the other digits raises the loss on the forgotten one
+    >>> bool(forgotten_loss(model) > before)
+    True
     """
 
     _needs_retain = True
@@ -417,6 +432,21 @@ class NegGradUnlearner(BaseUnlearner):
         ``n_forget``, ``classes`` (the forgotten classes, or None), the
         method's own figures and ``time_s``.
     device_ : torch.device
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sk_o2o.unlearning import NegGradUnlearner, mia_features
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16.0
+    >>> model = NegGradUnlearner(random_state=0).fit(X, y)
+    >>> def forgotten_loss(model):
+    ...     return mia_features(model, X[y == 3], y[y == 3], feature="loss").mean()
+    >>> before = forgotten_loss(model)
+    >>> model = model.unlearn_classes([3], X, y)
+    >>> # gradient ascent raises the loss on the forgotten digit
+    >>> bool(forgotten_loss(model) > before)
+    True
     """
 
     _needs_forget_labels = True
@@ -514,6 +544,21 @@ class RandomLabelUnlearner(BaseUnlearner):
         ``n_forget``, ``classes`` (the forgotten classes, or None), the
         method's own figures and ``time_s``.
     device_ : torch.device
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sk_o2o.unlearning import RandomLabelUnlearner, mia_features
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16.0
+    >>> model = RandomLabelUnlearner(random_state=0).fit(X, y)
+    >>> def forgotten_loss(model):
+    ...     return mia_features(model, X[y == 3], y[y == 3], feature="loss").mean()
+    >>> before = forgotten_loss(model)
+    >>> model = model.unlearn_classes([3], X, y)
+    >>> # training on wrong labels raises the loss on the forgotten digit
+    >>> bool(forgotten_loss(model) > before)
+    True
     """
 
     _parameter_constraints = {
@@ -608,6 +653,21 @@ class SSDUnlearner(BaseUnlearner):
         ``n_forget``, ``classes`` (the forgotten classes, or None), the
         method's own figures and ``time_s``.
     device_ : torch.device
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sk_o2o.unlearning import SSDUnlearner, mia_features
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16.0
+    >>> model = SSDUnlearner(random_state=0).fit(X, y)
+    >>> def forgotten_loss(model):
+    ...     return mia_features(model, X[y == 3], y[y == 3], feature="loss").mean()
+    >>> before = forgotten_loss(model)
+    >>> model = model.unlearn_classes([3], X, y)
+    >>> # dampening raises the loss on the forgotten digit
+    >>> bool(forgotten_loss(model) > before)
+    True
     """
 
     _needs_forget_labels = True
