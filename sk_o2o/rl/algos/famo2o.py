@@ -43,9 +43,6 @@ from sk_o2o.rl.algos.iql import (
     MAX_ADVANTAGE_WEIGHT,
     IQLConfig,
     IQLCore,
-    actor_loss,
-    critic_loss,
-    value_loss,
 )
 from sk_o2o.rl.algos.td3bc import TD3BCConfig, TD3BCCore
 from sk_o2o.rl.balance import (
@@ -257,24 +254,18 @@ class FamO2OIQLCore(_BalanceMixin, IQLCore):
         if beta is not None:  # offline: β is known before the balance step
             log_prob = self.actor.log_prob(obs, actions, balance_code(beta))
         target_q = exchange.get("target_q")
-        c_loss = critic_loss(
-            q, batch.rewards, batch.dones, next_value, self.config.gamma
-        )
-        v_loss = value_loss(target_q, value, self.config.expectile)
+        c_loss = self.critic_loss_of(q, batch, next_value)
+        v_loss = self.value_loss_of(target_q, value)
         self.optimizer.zero_grad(set_to_none=True)
         if log_prob is not None:
-            a_loss = actor_loss(
-                log_prob, self.actor_weights(target_q - value.detach(), beta)
-            )
+            a_loss = self.actor_loss_of(log_prob, target_q, value, beta)
             (v_loss + a_loss + c_loss).backward()
             exchange.get("beta")  # the balance step has read the actor
         else:
             (v_loss + c_loss).backward()
             beta = exchange.get("beta")
             log_prob = self.actor.log_prob(obs, actions, balance_code(beta))
-            a_loss = actor_loss(
-                log_prob, self.actor_weights(target_q - value.detach(), beta)
-            )
+            a_loss = self.actor_loss_of(log_prob, target_q, value, beta)
             a_loss.backward()
         self.optimizer.step()
         soft_update(self.target_critic, self.critic, self.config.tau)

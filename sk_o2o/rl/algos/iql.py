@@ -180,6 +180,30 @@ class IQLCore(nn.Module):
         """V(s') for the TD target, without gradient."""
         return self.value(next_observations).squeeze(-1)
 
+    # The three losses at this core's settings, from the networks' outputs: every
+    # update path (joint, in two halves, FamO2O's) builds its step from these.
+    def value_loss_of(
+        self, target_q: torch.Tensor, value: torch.Tensor
+    ) -> torch.Tensor:
+        """L_V with this core's expectile."""
+        return value_loss(target_q, value, self.config.expectile)
+
+    def actor_loss_of(
+        self,
+        log_prob: torch.Tensor,
+        target_q: torch.Tensor,
+        value: torch.Tensor,
+        beta: float | torch.Tensor,
+    ) -> torch.Tensor:
+        """L_π with the advantage Q̄(s, a) − V(s) (no gradient into V)."""
+        return actor_loss(log_prob, self.actor_weights(target_q - value.detach(), beta))
+
+    def critic_loss_of(
+        self, q: torch.Tensor, batch: Batch, next_value: torch.Tensor
+    ) -> torch.Tensor:
+        """L_Q with this core's discount."""
+        return critic_loss(q, batch.rewards, batch.dones, next_value, self.config.gamma)
+
     def losses(
         self,
         batch: Batch,
@@ -193,13 +217,9 @@ class IQLCore(nn.Module):
         log_prob = self.actor.log_prob(batch.observations, batch.actions, cond)
         q = self.critic(batch.observations, batch.actions)
         return {
-            "value_loss": value_loss(target_q, value, self.config.expectile),
-            "actor_loss": actor_loss(
-                log_prob, self.actor_weights(target_q - value.detach(), beta)
-            ),
-            "critic_loss": critic_loss(
-                q, batch.rewards, batch.dones, next_value, self.config.gamma
-            ),
+            "value_loss": self.value_loss_of(target_q, value),
+            "actor_loss": self.actor_loss_of(log_prob, target_q, value, beta),
+            "critic_loss": self.critic_loss_of(q, batch, next_value),
         }
 
     def update(
@@ -252,9 +272,7 @@ class IQLCore(nn.Module):
             next_value = self.next_value(batch.next_observations)
             exchange.put("next_value_read", None)
             q = self.critic(batch.observations, batch.actions)
-            c_loss = critic_loss(
-                q, batch.rewards, batch.dones, next_value, self.config.gamma
-            )
+            c_loss = self.critic_loss_of(q, batch, next_value)
             for param in self.critic.parameters():
                 param.grad = None
             c_loss.backward()
@@ -281,10 +299,8 @@ class IQLCore(nn.Module):
         value = self.value(batch.observations).squeeze(-1)
         log_prob = self.actor.log_prob(batch.observations, batch.actions, cond)
         target_q = exchange.get("target_q")
-        v_loss = value_loss(target_q, value, self.config.expectile)
-        a_loss = actor_loss(
-            log_prob, self.actor_weights(target_q - value.detach(), beta)
-        )
+        v_loss = self.value_loss_of(target_q, value)
+        a_loss = self.actor_loss_of(log_prob, target_q, value, beta)
         for param in (*self.value.parameters(), *self.actor.parameters()):
             param.grad = None
         (v_loss + a_loss).backward()
