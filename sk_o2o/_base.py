@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -158,6 +158,48 @@ class TorchEstimator(BaseEstimator):
 
     _device_attributes: ClassVar[tuple[str, ...]] = ()
 
+    # The parameters every sk_o2o estimator has; subclasses add theirs.
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    # -- randomness: one torch generator per fitted estimator, seeded once
+    def _seed_generator(self) -> int:
+        """Seed ``generator_`` from ``random_state``; returns the seed drawn.
+
+        The seed also seeds the initial weights (:func:`torch_seed_context`).
+        ``generator_`` then draws every batch, noise and sub-seed, so that a fitted
+        estimator continues one reproducible stream across calls and pickles.
+        """
+        seed = seed_from_random_state(self.random_state)
+        self.generator_ = torch.Generator().manual_seed(seed)
+        return seed
+
+    def _draw_seed(self) -> int:
+        """A seed for what has its own generator (an env, a skorch fit)."""
+        return int(torch.randint(2**31 - 1, (), generator=self.generator_))
+
+    # -- failures: a failed call leaves the estimator as it was
+    @contextlib.contextmanager
+    def _restore_on_error(self) -> Iterator[None]:
+        """Restore the attributes (and any state edited in place) on an error."""
+        saved = self.__dict__.copy()
+        restore_in_place = self._snapshot_in_place_state()
+        try:
+            yield
+        except BaseException:
+            if restore_in_place is not None:
+                restore_in_place()
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _snapshot_in_place_state(self) -> Callable[[], None] | None:
+        """What a failed call could change in place, and how to put it back."""
+        return None
+
     # -- pickling: fitted torch state is pickled on the CPU (see the attributes'
     # own __reduce__) and moved back to the requested device if it exists here.
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -190,18 +232,41 @@ class TorchEstimator(BaseEstimator):
 
         check_is_fitted(self)
         tensors = {
-            k: v.detach().to("cpu").contiguous()
-            for k, v in self._get_state_tensors().items()
+            "generator_state": self.generator_.get_state(),
+            **self._get_state_tensors(),
         }
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        state = {
+            "n_features_in_": self.n_features_in_,
+            "history_": self.history_,
+            **self._get_json_state(),
+        }
+        if hasattr(self, "feature_names_in_"):
+            state["feature_names_in_"] = list(self.feature_names_in_)
         header = {
             "format_version": FORMAT_VERSION,
             "sk_o2o_version": _package_version(),
             "class": type(self).__name__,
             "params": _to_json(self.get_params(deep=False), "params"),
-            "state": _to_json(self._get_json_state(), "state"),
+            "state": _to_json(state, "state"),
         }
         save_file(tensors, os.fspath(path), metadata={"sk_o2o": json.dumps(header)})
 
+    def _set_common_state(
+        self, state: Mapping[str, Any], tensors: dict[str, torch.Tensor]
+    ) -> None:
+        """Load what :meth:`save` stores for every estimator (before ``_set_state``)."""
+        self.generator_ = torch.Generator()
+        self.generator_.set_state(tensors["generator_state"])
+        self.n_features_in_ = int(state["n_features_in_"])
+        self.history_ = list(state["history_"])
+        if "feature_names_in_" in state:
+            self.feature_names_in_ = np.asarray(
+                state["feature_names_in_"], dtype=object
+            )
+
+    # Each estimator's own fitted state (the generator, n_features_in_,
+    # feature_names_in_ and history_ are saved and loaded above).
     def _get_state_tensors(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -349,6 +414,7 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimato
     if device is not None:
         estimator.set_params(device=device)
     try:
+        estimator._set_common_state(header["state"], tensors)
         estimator._set_state(header["state"], tensors)
     except RuntimeError as error:  # load_state_dict: missing, unexpected or reshaped
         written_by = header.get("sk_o2o_version", "an earlier version")

@@ -25,7 +25,6 @@ from sk_o2o._base import (
     check_int,
     progress_bar,
     resolve_device,
-    seed_from_random_state,
     torch_seed_context,
 )
 from sk_o2o.data.buffer import Batch, TransitionBuffer
@@ -442,17 +441,6 @@ class BaseRLPolicy(TorchEstimator):
         return float(self._q_values(obs, actions).mean())
 
     # ------------------------------------------------------------------ internals
-    @contextlib.contextmanager
-    def _restore_on_error(self) -> Iterator[None]:
-        """A failed fit leaves a previously fitted estimator exactly as it was."""
-        saved = self.__dict__.copy()
-        try:
-            yield
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
-
     def _validated_transitions(
         self, X, y, rewards, next_observations, terminals, timeouts, *, reset: bool
     ) -> Transitions:
@@ -589,12 +577,10 @@ class BaseRLPolicy(TorchEstimator):
             observations=data.observations,
             next_observations=data.next_observations,
         )
-        seed = seed_from_random_state(self.random_state)
-        with torch_seed_context(seed):
+        with torch_seed_context(self._seed_generator()):
             self.core_ = self._make_core(
                 data.observations.shape[1], data.actions.shape[1], device
             )
-        self.generator_ = torch.Generator().manual_seed(seed)
         self.action_dim_ = data.actions.shape[1]
         self.device_ = device
         self.buffer_ = TransitionBuffer(
@@ -869,7 +855,7 @@ class BaseRLPolicy(TorchEstimator):
             pending, n_records = self._partial_fit_log, len(self.history_)
             try:
                 if seed is None:
-                    seed = int(torch.randint(2**31 - 1, (), generator=self.generator_))
+                    seed = self._draw_seed()
                 act = _as_act_fn(self, space, seed, stochastic=True)
                 convert = _action_converter(space)
                 obs, _ = env.reset(seed=seed)
@@ -986,27 +972,21 @@ class BaseRLPolicy(TorchEstimator):
                 "observation_std": torch.from_numpy(self.observation_scaler_.std),
                 "action_low": torch.from_numpy(self.action_scaler_.low),
                 "action_high": torch.from_numpy(self.action_scaler_.high),
-                "generator_state": self.generator_.get_state(),
             }
         )
         return tensors
 
     def _get_json_state(self) -> dict[str, Any]:
-        state = {
+        return {
             "core_config": asdict(self.core_.config),
-            "n_features_in_": self.n_features_in_,
             "action_dim_": self.action_dim_,
             "actions_1d_": bool(self.actions_1d_),
             "reward_scale_": self.reward_scale_,
             "n_updates_": self.n_updates_,
             "n_env_steps_": self.n_env_steps_,
-            "history_": self.history_,
             "fitted_params": self._fitted_params,
             "partial_fit_log": self._partial_fit_log,
         }
-        if hasattr(self, "feature_names_in_"):
-            state["feature_names_in_"] = list(self.feature_names_in_)
-        return state
 
     def _set_state(self, state, tensors) -> None:
         device = resolve_device(self.device, fallback_to_cpu=True)
@@ -1023,19 +1003,12 @@ class BaseRLPolicy(TorchEstimator):
         self.action_scaler_ = ActionScaler(
             tensors["action_low"].numpy(), tensors["action_high"].numpy()
         )
-        self.generator_ = torch.Generator()
-        self.generator_.set_state(tensors["generator_state"])
-        for key in ("n_features_in_", "action_dim_", "actions_1d_", "n_updates_"):
+        for key in ("action_dim_", "actions_1d_", "n_updates_"):
             setattr(self, key, state[key])
         self.reward_scale_ = float(state["reward_scale_"])
-        self.history_ = list(state["history_"])
         self._fitted_params = state.get("fitted_params")
         self.n_env_steps_ = int(state.get("n_env_steps_", 0))
         self._partial_fit_log = state.get("partial_fit_log")
-        if "feature_names_in_" in state:
-            self.feature_names_in_ = np.asarray(
-                state["feature_names_in_"], dtype=object
-            )
         self.device_ = device
 
 

@@ -11,7 +11,7 @@ import torch
 from numpy.typing import ArrayLike
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from sk_o2o._base import check_int
+from sk_o2o._base import TorchEstimator, check_int
 from sk_o2o.data.buffer import Batch
 from sk_o2o.data.normalization import REWARD_SCALINGS
 from sk_o2o.data.transitions import check_finite, to_numpy
@@ -31,6 +31,7 @@ __all__ = ["FamO2OPolicy", "IQLPolicy", "TD3BCPolicy"]
 _TD3_POLICY_FREQ = 2  # TD3's actor delay, used by FamO2O's TD3+BC base
 
 _COMMON_CONSTRAINTS = {
+    **TorchEstimator._parameter_constraints,
     "hidden_sizes": ["array-like"],
     "n_steps": [Interval(Integral, 0, None, closed="left")],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -39,9 +40,6 @@ _COMMON_CONSTRAINTS = {
     "normalize_observations": ["boolean"],
     "reward_scaling": [StrOptions(set(REWARD_SCALINGS))],
     "action_bounds": "no_validation",  # checked against the data in fit
-    "device": [str, torch.device],
-    "random_state": ["random_state"],
-    "verbose": ["verbose"],
     "log_interval": [Interval(Integral, 1, None, closed="left")],
 }
 

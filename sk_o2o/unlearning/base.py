@@ -9,10 +9,9 @@ method on the trained module in place and append a record to
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,7 +31,6 @@ from sk_o2o._base import (
     TorchEstimator,
     progress_bar,
     resolve_device,
-    seed_from_random_state,
     torch_seed_context,
 )
 from sk_o2o.data.transitions import check_finite, to_numpy
@@ -48,10 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["BaseUnlearner", "UnlearningData", "unlearn_pipeline"]
 
 _COMMON_CONSTRAINTS: dict[str, list] = {
+    **TorchEstimator._parameter_constraints,
     "estimator": [None, NeuralNetClassifier, FrozenEstimator, nn.Module],
-    "device": [str, torch.device],
-    "random_state": ["random_state"],
-    "verbose": ["verbose"],
 }
 
 
@@ -113,8 +109,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             X, y = validate_data(self, to_numpy(X), to_numpy(y), dtype=np.float32)
             X = _writable(X)
             check_classification_targets(y)
-            seed = seed_from_random_state(self.random_state)
-            self.generator_ = torch.Generator().manual_seed(seed)
+            seed = self._seed_generator()
             if isinstance(self.estimator, FrozenEstimator):
                 self.estimator_ = self._trained_copy(X)
                 self._encode(y, "y")
@@ -161,8 +156,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             )
             X = _writable(X)
             if first_call:
-                seed = seed_from_random_state(self.random_state)
-                self.generator_ = torch.Generator().manual_seed(seed)
+                seed = self._seed_generator()
                 if isinstance(self.estimator, FrozenEstimator):
                     self.estimator_ = self._trained_copy(X)
                 else:
@@ -175,7 +169,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 self.history_ = []
                 self.unlearning_history_ = []
             y_encoded = self._encode(y, "y")
-            seed = int(torch.randint(2**31 - 1, (), generator=self.generator_))
+            seed = self._draw_seed()
             with torch_seed_context(seed):
                 self.estimator_.partial_fit(X, y_encoded, epochs=1)
             self.history_ = _epochs(self.estimator_)
@@ -301,22 +295,13 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         return self._run(data)
 
     # ------------------------------------------------------------------ internals
-    @contextlib.contextmanager
-    def _restore_on_error(self) -> Iterator[None]:
-        """A failed call leaves the estimator, and its trained module, as it was."""
-        saved = self.__dict__.copy()
-        module_state = None
-        if hasattr(self, "estimator_"):
-            module = self.estimator_.module_
-            module_state = copy.deepcopy(module.state_dict())
-        try:
-            yield
-        except BaseException:
-            if module_state is not None:
-                saved["estimator_"].module_.load_state_dict(module_state)
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
+    def _snapshot_in_place_state(self) -> Callable[[], None] | None:
+        # unlearning edits the trained module's weights in place
+        if not hasattr(self, "estimator_"):
+            return None
+        module = self.estimator_.module_
+        weights = copy.deepcopy(module.state_dict())
+        return lambda: module.load_state_dict(weights)
 
     def _run(self, data: UnlearningData):
         self._validate_params()  # parameters set since fit, used only here
@@ -494,24 +479,16 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
 
     def _get_state_tensors(self) -> dict[str, torch.Tensor]:
         state = self.estimator_.module_.state_dict()
-        tensors = {f"module.{k}": v for k, v in state.items()}
-        tensors["generator_state"] = self.generator_.get_state()
-        return tensors
+        return {f"module.{k}": v for k, v in state.items()}
 
     def _get_json_state(self) -> dict[str, Any]:
-        state = {
-            "n_features_in_": self.n_features_in_,
+        return {
             "classes_": self.classes_.tolist(),
             "classes_dtype": self.classes_.dtype.str,
-            "history_": self.history_,
             "unlearning_history_": self.unlearning_history_,
         }
-        if hasattr(self, "feature_names_in_"):
-            state["feature_names_in_"] = list(self.feature_names_in_)
-        return state
 
     def _set_state(self, state, tensors) -> None:
-        self.n_features_in_ = int(state["n_features_in_"])
         self.classes_ = np.asarray(state["classes_"], dtype=state["classes_dtype"])
         self.device_ = resolve_device(self.device, fallback_to_cpu=True)
         net = self._new_net().initialize()
@@ -519,14 +496,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             {k[7:]: v for k, v in tensors.items() if k.startswith("module.")}
         )
         self.estimator_ = net
-        self.generator_ = torch.Generator()
-        self.generator_.set_state(tensors["generator_state"])
-        self.history_ = list(state["history_"])
         self.unlearning_history_ = list(state["unlearning_history_"])
-        if "feature_names_in_" in state:
-            self.feature_names_in_ = np.asarray(
-                state["feature_names_in_"], dtype=object
-            )
 
 
 def _reset_parameters(module: nn.Module) -> None:

@@ -278,7 +278,7 @@ class RetrainUnlearner(BaseUnlearner):
         self.verbose = verbose
 
     def _unlearn(self, data: UnlearningData) -> dict[str, Any]:
-        seed = int(torch.randint(2**31 - 1, (), generator=self.generator_))
+        seed = self._draw_seed()
         # Classes absent from the retain set keep their output units: the
         # classifier still has classes_, it just never learns to predict them.
         self.estimator_ = self._fitted_net(data.X_retain, data.y_retain, seed)
