@@ -123,7 +123,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 self.classes_ = classes
                 self.device_ = resolve_device(self.device)
                 self.estimator_ = self._fitted_net(X, y_encoded, seed)
-            self.history_ = _epochs(self.estimator_)
+            self.history_ = _skorch_history(self.estimator_)
             self.unlearning_history_: list[dict[str, Any]] = []
         return self
 
@@ -172,7 +172,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             seed = self._draw_seed()
             with torch_seed_context(seed):
                 self.estimator_.partial_fit(X, y_encoded, epochs=1)
-            self.history_ = _epochs(self.estimator_)
+            self.history_ = _skorch_history(self.estimator_)
         return self
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
@@ -527,7 +527,7 @@ def _indexed(device: torch.device) -> torch.device:
     return device
 
 
-def _epochs(net: NeuralNetClassifier) -> list[dict[str, Any]]:
+def _skorch_history(net: NeuralNetClassifier) -> list[dict[str, Any]]:
     """skorch's history as plain dicts, without the per-batch records."""
     return [{k: v for k, v in epoch.items() if k != "batches"} for epoch in net.history]
 

@@ -14,7 +14,7 @@ from sk_o2o.unlearning.base import (
     _COMMON_CONSTRAINTS,
     BaseUnlearner,
     UnlearningData,
-    _epochs,
+    _skorch_history,
 )
 from sk_o2o.unlearning.famr import famr_unlearn
 
@@ -282,7 +282,7 @@ class RetrainUnlearner(BaseUnlearner):
         # Classes absent from the retain set keep their output units: the
         # classifier still has classes_, it just never learns to predict them.
         self.estimator_ = self._fitted_net(data.X_retain, data.y_retain, seed)
-        self.history_ = _epochs(self.estimator_)  # the history of the model now
+        self.history_ = _skorch_history(self.estimator_)  # the history of the model now
         return {"n_retain": len(data.X_retain)}
 
 
