@@ -254,6 +254,37 @@ def test_partial_fit_with_arrays_on_unfitted_estimator(transitions, make_policy)
     assert policy.predict(transitions["observations"]).shape == (40,)
 
 
+def test_the_buffer_holds_the_data_as_the_networks_see_it(
+    make_transitions, make_policy
+):
+    data = make_transitions(n=60)
+    for key in ("observations", "next_observations"):  # far from N(0, 1)
+        data[key] = data[key] * 5.0 + 3.0
+    data["rewards"] = data["rewards"] * 10.0
+    policy = make_policy(n_steps=0, reward_scaling="standard").fit(data)
+    rows = policy.buffer_.rows(0)
+    assert policy.reward_scale_ != pytest.approx(1.0)
+    for key in ("observations", "next_observations"):
+        np.testing.assert_allclose(
+            rows[key].numpy(),
+            policy.observation_scaler_.transform(data[key]),
+            rtol=1e-5,
+        )
+    # so within an episode, s' of one row is s of the next, as in the data
+    inside = ~(data["terminals"] + data["timeouts"]).astype(bool)[:-1]
+    np.testing.assert_array_equal(
+        rows["next_observations"][:-1][inside], rows["observations"][1:][inside]
+    )
+    np.testing.assert_allclose(
+        rows["actions"].numpy(),
+        policy.action_scaler_.transform(data["actions"]),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        rows["rewards"].numpy(), data["rewards"] * policy.reward_scale_, rtol=1e-5
+    )
+
+
 @pytest.mark.parametrize("n_updates", [None, 0, 3])
 def test_partial_fit_on_fitted_estimator_adds_to_buffer(
     fitted_policy, transitions, n_updates

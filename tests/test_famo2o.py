@@ -11,8 +11,13 @@ from hypothesis.extra import numpy as hnp
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
 from sk_o2o import FamO2OPolicy
+from sk_o2o.data.buffer import Batch
 from sk_o2o.datasets import load_dataset
-from sk_o2o.rl.algos.famo2o import batch_mean_advantage_weights
+from sk_o2o.rl.algos.famo2o import (
+    FamO2OIQLCore,
+    FamO2OTD3BCCore,
+    batch_mean_advantage_weights,
+)
 from sk_o2o.rl.algos.iql import actor_loss
 from sk_o2o.rl.balance import BalanceModel, balance_code, temperature_loss
 
@@ -329,6 +334,58 @@ def test_td3bc_base_has_its_own_core_range_and_losses(data):
     assert {"critic_loss", "actor_loss", "balance_loss"} <= set(policy.history_[-1])
     explicit = FamO2OPolicy(algo="td3bc", balance_range=(2.0, 3.0), n_steps=5, **FAST)
     assert explicit.fit(data).core_.config.balance_range == (2.0, 3.0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])  # one step, or two halves
+def test_online_steps_train_the_beta_the_balance_model_picks(
+    make_transitions, monkeypatch, threads
+):
+    data = make_transitions(n=100)
+    policy = FamO2OPolicy(n_steps=5, batch_size=16, **FAST).fit(data)
+    monkeypatch.setattr(
+        FamO2OIQLCore,
+        "sample_balance",
+        lambda self, observations, noise: torch.full((len(observations),), 4.25),
+    )
+    weighted_at = []
+    actor_weights = FamO2OIQLCore.actor_weights
+
+    def spy(self, advantage, beta):
+        weighted_at.append(beta)
+        return actor_weights(self, advantage, beta)
+
+    monkeypatch.setattr(FamO2OIQLCore, "actor_weights", spy)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:  # partial_fit takes online steps: β ~ π_b, not uniform
+        policy.partial_fit({k: v[:20] for k, v in data.items()}, n_updates=3)
+    finally:
+        torch.set_num_threads(previous)
+    assert len(weighted_at) == 3
+    assert all(torch.all(beta == 4.25) for beta in weighted_at)
+
+
+def test_td3bc_base_conditions_the_target_actor_on_beta(make_transitions):
+    policy = FamO2OPolicy(algo="td3bc", n_steps=1, batch_size=16, **FAST)
+    core = policy.fit(make_transitions(n=50)).core_
+    assert isinstance(core, FamO2OTD3BCCore)
+    codes = []
+    mode = core.target_actor.mode
+    core.target_actor.mode = lambda obs, cond=None: (
+        codes.append(cond),
+        mode(obs, cond),
+    )[1]
+    gen = torch.Generator().manual_seed(0)
+    batch = Batch(
+        torch.randn(8, 3, generator=gen),
+        torch.rand(8, 2, generator=gen) * 2 - 1,
+        torch.randn(8, generator=gen),
+        torch.randn(8, 3, generator=gen),
+        torch.zeros(8),
+    )
+    beta = torch.full((8,), 2.0)
+    core.update_universal(batch, beta, torch.zeros(8, 2), update_actor=False)
+    torch.testing.assert_close(codes[0], balance_code(beta))
 
 
 def test_td3bc_base_delays_the_actor_as_td3bc_policy_does(data):

@@ -1,4 +1,4 @@
-"""IQL's recipe details: the actor's cosine learning-rate schedule."""
+"""IQL: the losses' terms, values in reward units, the actor's cosine schedule."""
 
 from __future__ import annotations
 
@@ -6,13 +6,61 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sk_o2o import FamO2OPolicy, IQLPolicy
-from sk_o2o.rl.algos.iql import IQLCore, cosine_decay
+from sk_o2o import FamO2OPolicy, IQLPolicy, TD3BCPolicy
+from sk_o2o.rl.algos.iql import (
+    IQLCore,
+    advantage_weights,
+    cosine_decay,
+    critic_loss,
+    expectile_loss,
+)
 
 SMALL = {"hidden_sizes": (16, 16), "batch_size": 16, "random_state": 0}
+
+
+def test_expectile_loss_weighs_positive_residuals_by_tau():
+    # V below Q̄ (diff > 0) is pushed up harder: the upper expectile
+    assert expectile_loss(torch.tensor([2.0]), 0.9).item() == pytest.approx(3.6)
+    assert expectile_loss(torch.tensor([-2.0]), 0.9).item() == pytest.approx(0.4)
+
+
+def test_advantage_weights_are_capped_at_100():
+    weights = advantage_weights(torch.tensor([10.0, 0.0, -1.0]), 3.0)
+    np.testing.assert_allclose(weights.numpy(), [100.0, 1.0, np.exp(-3.0)], rtol=1e-6)
+
+
+def test_critic_loss_does_not_bootstrap_through_terminals():
+    q = torch.zeros(2, 2)  # two critics, two transitions; the first is terminal
+    rewards, dones = torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0])
+    next_value = torch.tensor([100.0, 10.0])
+    # targets 1 and 1 + 0.5·10 = 6, summed over the two critics, averaged
+    expected = (2 * 1.0**2 + 2 * 6.0**2) / 2
+    loss = critic_loss(q, rewards, dones, next_value, gamma=0.5)
+    assert loss.item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("estimator", [IQLPolicy, TD3BCPolicy])
+@pytest.mark.parametrize("reward_scaling", ["none", "standard"])
+def test_predict_value_is_in_the_rewards_units(estimator, reward_scaling):
+    # one-step episodes (every transition terminal) whose reward is 3·action:
+    # Q(s, a) is the reward itself, whatever scale the critics learn in
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 2)).astype(np.float32)
+    y = rng.uniform(-1, 1, size=(256, 1)).astype(np.float32)
+    rewards = 3.0 * y[:, 0]
+    policy = estimator(
+        n_steps=400,
+        hidden_sizes=(32, 32),
+        batch_size=64,
+        reward_scaling=reward_scaling,
+        random_state=0,
+    ).fit(X, y, rewards=rewards, next_observations=X, terminals=np.ones(256))
+    error = np.abs(policy.predict_value(X, y) - rewards).mean()
+    assert error < 0.4, error  # rewards span ±3
 
 
 @settings(max_examples=50, deadline=None)

@@ -12,7 +12,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from sk_o2o import IQLPolicy
-from sk_o2o.datasets import load_dataset
+from sk_o2o.data.transitions import episode_ids
+from sk_o2o.datasets import load_dataset, normalized_score
 from sk_o2o.metrics import (
     initial_state_value_scorer,
     make_env_return_scorer,
@@ -152,3 +153,44 @@ def test_offline_scorers_check_feature_names(pendulum):
 def test_env_return_scorer_checks_its_seed(seed, error):
     with pytest.raises(error, match="seed"):
         make_env_return_scorer("Pendulum-v1", seed=seed)
+
+
+def test_offline_scorers_compute_their_formulas(make_transitions):
+    # terminals, rewards far from 0 and an unscaled γ = 0.9, so that a scorer
+    # ignoring terminals, using another γ or other states would score otherwise
+    data = make_transitions(n=60)
+    data["rewards"] = data["rewards"] + 2.0
+    policy = IQLPolicy(
+        n_steps=100,
+        hidden_sizes=(16,),
+        gamma=0.9,
+        reward_scaling="none",
+        random_state=0,
+    ).fit(data)
+    X, y, next_X = data["observations"], data["actions"], data["next_observations"]
+    params = {
+        k: data[k] for k in ("rewards", "next_observations", "terminals", "timeouts")
+    }
+    next_q = policy.predict_value(next_X, policy.predict(next_X))
+    target = data["rewards"] + 0.9 * (1 - data["terminals"]) * next_q
+    td_error = np.mean((policy.predict_value(X, y) - target) ** 2)
+    assert td_error_scorer(policy, X, y, **params) == pytest.approx(-td_error, rel=1e-5)
+    ids = episode_ids(data["terminals"], data["timeouts"])
+    starts = X[np.r_[True, ids[1:] != ids[:-1]]]
+    assert len(starts) == 6  # episodes of 10 steps
+    value = policy.predict_value(starts, policy.predict(starts)).mean()
+    score = initial_state_value_scorer(policy, X, y, **params)
+    assert score == pytest.approx(value, rel=1e-5)
+
+
+def test_env_return_scorer_normalises_with_the_reference_returns(pendulum):
+    pytest.importorskip("gymnasium")
+    X, y, params, _ = pendulum
+    policy = IQLPolicy(**FAST).fit(X, y, **params)
+    raw = make_env_return_scorer("Pendulum-v1", n_episodes=1)(policy, X, y)
+    scorer = make_env_return_scorer(
+        "Pendulum-v1", n_episodes=1, reference_returns=(-1500.0, -150.0)
+    )
+    expected = normalized_score(raw, -1500.0, -150.0)
+    assert expected == pytest.approx(100 * (raw + 1500.0) / 1350.0)
+    assert scorer(policy, X, y) == pytest.approx(expected)

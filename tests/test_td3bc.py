@@ -10,8 +10,15 @@ import torch
 
 import sk_o2o
 from sk_o2o import TD3BCPolicy
+from sk_o2o.data.buffer import Batch
 from sk_o2o.datasets import episode_returns, load_dataset
-from sk_o2o.rl.algos.td3bc import smoothed_target_action, td3bc_actor_loss
+from sk_o2o.rl.algos.iql import critic_loss
+from sk_o2o.rl.algos.td3bc import (
+    TD3BCConfig,
+    TD3BCCore,
+    smoothed_target_action,
+    td3bc_actor_loss,
+)
 
 FAST = {"hidden_sizes": (32, 32), "device": "cpu", "random_state": 0}
 
@@ -40,6 +47,72 @@ def test_bc_term_is_the_authors_mse_over_every_action_dimension():
     lam = 2.5 / q.abs().mean()
     with_q = -lam * q.mean() + expected
     assert td3bc_actor_loss(q, pi, a, 2.5).item() == pytest.approx(with_q.item())
+
+
+def test_lambda_normalises_without_a_gradient():
+    # λ = β / mean|Q| is a constant: the gradient of −λ·mean(Q) is −λ / n per Q
+    q = torch.tensor([-2.0, -4.0], requires_grad=True)
+    td3bc_actor_loss(q, torch.zeros(2, 1), torch.zeros(2, 1), 3.0).backward()
+    np.testing.assert_allclose(q.grad.numpy(), [-0.5, -0.5])
+
+
+def _random_batch(n=8, obs_dim=3, act_dim=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return Batch(
+        torch.randn(n, obs_dim, generator=gen),
+        torch.rand(n, act_dim, generator=gen) * 2 - 1,
+        torch.randn(n, generator=gen),
+        torch.randn(n, obs_dim, generator=gen),
+        (torch.rand(n, generator=gen) < 0.3).float(),
+    )
+
+
+def test_the_critics_regress_on_the_target_networks_which_follow_softly():
+    torch.manual_seed(0)
+    core = TD3BCCore(TD3BCConfig(3, 2, hidden=(8,), tau=0.1), torch.device("cpu"))
+    with torch.no_grad():  # online networks away from their targets
+        for p in core.actor.parameters():
+            p.add_(0.5)
+        for p in core.critic.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    batch, noise = _random_batch(), 0.3 * torch.randn(8, 2)
+    with torch.no_grad():  # TD3's target: target actor, smoothed, min of targets
+        next_action = smoothed_target_action(
+            core.target_actor.mode(batch.next_observations), noise, 0.5
+        )
+        next_q = core.target_critic(batch.next_observations, next_action)
+        expected = critic_loss(
+            core.critic(batch.observations, batch.actions),
+            batch.rewards,
+            batch.dones,
+            next_q.min(0).values,
+            0.99,
+        )
+    target_actor = [p.clone() for p in core.target_actor.parameters()]
+    losses = core.update(batch, 2.5, noise, update_actor=True)
+    assert losses["critic_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    for new, old, online in zip(
+        core.target_actor.parameters(),
+        target_actor,
+        core.actor.parameters(),
+        strict=True,
+    ):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * online)
+
+
+def test_policy_noise_sets_the_target_smoothing_noise(make_transitions, monkeypatch):
+    stds = []
+    update = TD3BCCore.update
+
+    def spy(self, batch, beta, target_noise, *args, **kwargs):
+        stds.append(target_noise.std().item())
+        return update(self, batch, beta, target_noise, *args, **kwargs)
+
+    monkeypatch.setattr(TD3BCCore, "update", spy)
+    TD3BCPolicy(n_steps=20, batch_size=256, policy_noise=0.05, **FAST).fit(
+        make_transitions(n=200)
+    )
+    assert np.mean(stds) == pytest.approx(0.05, rel=0.2)
 
 
 def test_smoothing_noise_is_clipped_and_actions_stay_in_range():

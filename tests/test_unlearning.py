@@ -124,6 +124,38 @@ def test_anchored_step_is_stable_and_converges_to_the_prox_fixed_point(lam, n_st
     torch.testing.assert_close(theta[0], anchor - g / lam, rtol=1e-3, atol=1e-5)
 
 
+def test_famr_objective_ignores_dropout_and_keeps_batch_norm_statistics():
+    # a module handed over in train mode: FAMR evaluates it in eval mode, so the
+    # objective is deterministic (L-BFGS needs that) and the forget set does not
+    # move the batch-norm statistics
+    torch.manual_seed(0)
+    module = nn.Sequential(
+        nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 3)
+    )
+    module.train()
+    X = torch.randn(20, 4)
+    running_mean = module[1].running_mean.clone()
+    results = []
+    for global_seed in (1, 2):  # dropout would draw different masks
+        copy = pickle.loads(pickle.dumps(module))
+        torch.manual_seed(global_seed)
+        famr_module.famr_unlearn(
+            copy,
+            lambda x, m=copy: torch.log_softmax(m(x), -1),
+            X,
+            keep=None,
+            anchor_strength=1.0,
+            n_steps=5,
+            generator=torch.Generator().manual_seed(0),
+        )
+        torch.testing.assert_close(copy[1].running_mean, running_mean)
+        results.append(torch.nn.utils.parameters_to_vector(copy.parameters()))
+    assert not torch.equal(
+        results[0], torch.nn.utils.parameters_to_vector(module.parameters())
+    )
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
 def test_stationarity_is_the_objectives_gradient():
     # ‖∇F(θ) + λ(θ − θ₀)‖∞ is the largest coordinate of the gradient of
     # F + λ/2‖θ − θ₀‖²
