@@ -169,8 +169,8 @@ class BaseRLPolicy(TorchEstimator):
     }
     __metadata_request__partial_fit = __metadata_request__fit
 
-    # Fitted attributes added after the first release, with the value a pickle
-    # from before them stands for (None: no parameter check, nothing pending).
+    # Fitted attributes added during 0.1.0.dev0, with the value a pickle from
+    # before them stands for (None: no parameter check, nothing pending).
     _LATER_ATTRIBUTES: ClassVar[dict[str, Any]] = {
         "n_env_steps_": 0,
         "_fitted_params": None,
