@@ -317,3 +317,21 @@ def test_load_dataset_on_a_plain_d4rl_file_says_what_reads_it(tmp_path):
     np.savez(path, **{key: data[key] for key in D4RL_KEYS})
     with pytest.raises(ValueError, match=r"lacks.*episode_ids"):
         load_dataset(path)
+
+
+def test_a_dataset_in_data_home_shadows_the_shipped_one_of_that_name(
+    tmp_path, make_transitions
+):
+    """Catches a bug (shipped data looked up before data_home); the same is checked
+    by the slow builder test only."""
+    data = make_transitions(n=7, obs_dim=3, act_dim=1)
+    np.savez(
+        tmp_path / "pendulum-medium-v0.npz",
+        **data,
+        env_id="Pendulum-v1",
+        quality="medium",
+        ref_min_score=-1200.0,
+        ref_max_score=-150.0,
+    )
+    assert len(load_dataset("pendulum-medium-v0", data_home=tmp_path).rewards) == 7
+    assert len(load_dataset("pendulum-medium-v0", data_home=tmp_path / "x").rewards) > 7

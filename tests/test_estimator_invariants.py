@@ -672,3 +672,41 @@ def test_a_lowered_log_interval_takes_effect_at_once(make_policy, transitions):
     policy.partial_fit(_chunk(transitions, 5, 6))  # 6 steps pending: recorded
     records = [h["step"] for h in policy.history_ if h["phase"] == "partial_fit"]
     assert records == [policy.n_updates_]
+
+
+def test_history_averages_each_loss_over_the_steps_that_computed_it(
+    make_policy, transitions
+):
+    """Catches a bug (a loss computed every other step, e.g. TD3's delayed actor
+    loss, averaged over all steps and so halved)."""
+    calls = []
+
+    def fake_update(batch, phase):
+        calls.append(phase)
+        losses = {"every": torch.tensor(1.0)}
+        if len(calls) % 2 == 0:
+            losses["other"] = torch.tensor(float(len(calls)))
+        return losses
+
+    policy = make_policy(n_steps=4, log_interval=4)
+    policy._update = fake_update  # instance attribute: _gradient_step calls it
+    policy.fit(transitions)
+    (record,) = [h for h in policy.history_ if h["phase"] == "offline"]
+    assert record["every"] == 1.0
+    assert record["other"] == 3.0  # (2 + 4) / 2, not (2 + 4) / 4
+
+
+def test_partial_fit_refuses_more_layers_and_a_new_box_high(
+    fitted_policy, make_policy, transitions
+):
+    """Catches a bug (sequences compared over their common prefix only) and another
+    (a gymnasium Box compared by its low bound only)."""
+    gymnasium = pytest.importorskip("gymnasium")
+    deeper = copy.deepcopy(fitted_policy).set_params(hidden_sizes=(16, 16, 16))
+    with pytest.raises(ValueError, match="set_params changed hidden_sizes"):
+        deeper.partial_fit(transitions, n_updates=1)
+    box = gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    policy = make_policy(action_bounds=box).fit(transitions)
+    policy.set_params(action_bounds=gymnasium.spaces.Box(-1.0, 3.0, (2,), np.float32))
+    with pytest.raises(ValueError, match="set_params changed action_bounds"):
+        policy.partial_fit(transitions, n_updates=1)

@@ -445,3 +445,124 @@ def test_fit_online_acts_and_stores_inside_the_env_action_space():
     with pytest.raises(ValueError, match="env actions have shape"):
         policy.fit_online(env, 5)
     assert len(policy.buffer_) == n_before + 300
+
+
+# Checked by planting bugs (a mutation review): episode ends, seeds and what
+# fit_online stores.
+class _EndsAfter(gymnasium.Env):
+    """3-feature, 1-D-action env whose episodes end after ``length`` steps by
+    termination (``truncate_too``: also truncated on that same step)."""
+
+    observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = gymnasium.spaces.Box(-2.0, 2.0, (1,), np.float32)
+
+    def __init__(self, length=4, truncate_too=False):
+        self.length, self.truncate_too, self.t = length, truncate_too, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.normal(size=3).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t >= self.length
+        obs = self.np_random.normal(size=3).astype(np.float32)
+        return obs, 1.0, done, done and self.truncate_too, {}
+
+
+@pytest.mark.parametrize("truncate_too", [False, True])
+def test_collect_transitions_marks_a_terminal_end_with_terminals_only(truncate_too):
+    """Catches a bug (last-step timeout set on a terminal) and another (a step both
+    terminated and truncated flagged twice)."""
+    data = collect_transitions(
+        zero_torque, _EndsAfter(4, truncate_too), n_steps=8, seed=0
+    )
+    np.testing.assert_array_equal(np.flatnonzero(data["terminals"]), [3, 7])
+    assert not data["timeouts"].any()
+
+
+def test_evaluate_policy_seeds_episode_i_with_seed_plus_i():
+    """Catches a bug (every episode reset with the same seed)."""
+    returns = evaluate_policy(zero_torque, ENV, n_episodes=3, seed=4)
+    for i in range(3):
+        alone = evaluate_policy(zero_torque, ENV, n_episodes=1, seed=4 + i)
+        assert returns[i] == alone[0]
+    assert len(set(returns.tolist())) == 3
+
+
+def test_collect_transitions_seeds_episode_i_with_seed_plus_i():
+    """Catches a bug (every episode after the first replays the first's start)."""
+    env = gymnasium.make(ENV, max_episode_steps=5)
+    data = collect_transitions(zero_torque, env, n_steps=15, seed=7)
+    for i, start in enumerate((0, 5, 10)):
+        expected, _ = gymnasium.make(ENV).reset(seed=7 + i)
+        np.testing.assert_allclose(data["observations"][start], expected, rtol=1e-6)
+
+
+def _pendulum_policy(make_policy, make_transitions, **params):
+    data = make_transitions(n=40, obs_dim=3, act_dim=1, low=-2.0, high=2.0)
+    return make_policy(action_bounds=(-2.0, 2.0), **params).fit(data)
+
+
+def test_fit_online_stores_truncations_as_not_done_and_restarts_episodes(
+    make_policy, make_transitions
+):
+    """Catches a bug (a truncation stored as terminal), another (after an episode end
+    the next transition starts from the old final state, not the reset one) and
+    another (episode_return not reset between episodes)."""
+    policy = _pendulum_policy(make_policy, make_transitions)
+    n_before = len(policy.buffer_)
+    env = gymnasium.make(ENV, max_episode_steps=5)
+    policy.fit_online(env, 10, n_updates_per_step=0, seed=0)
+    rows = policy.buffer_.rows(n_before)
+    assert len(rows["dones"]) == 10 and not rows["dones"].any()  # only truncated
+    obs, next_obs = rows["observations"], rows["next_observations"]
+    inner = [0, 1, 2, 3, 5, 6, 7, 8]
+    torch.testing.assert_close(obs[[i + 1 for i in inner]], next_obs[inner])
+    assert not torch.allclose(obs[5], next_obs[4])  # a reset, not a continuation
+    episodes = [h for h in policy.history_ if h["phase"] == "online_episode"]
+    assert [h["env_step"] for h in episodes] == [5, 10]
+    rewards = rows["rewards"].double().numpy() / policy.reward_scale_
+    np.testing.assert_allclose(
+        [h["episode_return"] for h in episodes],
+        [rewards[:5].sum(), rewards[5:].sum()],
+        rtol=1e-5,
+    )
+
+
+def test_fit_online_stores_terminations_as_done(make_policy, make_transitions):
+    """Complements the truncation test: a terminated step is stored as done."""
+    policy = _pendulum_policy(make_policy, make_transitions)
+    n_before = len(policy.buffer_)
+    policy.fit_online(_EndsAfter(4), 8, n_updates_per_step=0, seed=0)
+    dones = policy.buffer_.rows(n_before)["dones"].numpy()
+    np.testing.assert_array_equal(np.flatnonzero(dones), [3, 7])
+
+
+@pytest.mark.parametrize("per_step", [0, 3])
+def test_fit_online_takes_n_updates_per_step(make_policy, make_transitions, per_step):
+    """Catches a bug (n_updates_per_step ignored: one update per step)."""
+    policy = _pendulum_policy(make_policy, make_transitions)
+    before = policy.n_updates_
+    policy.fit_online(ENV, 4, n_updates_per_step=per_step, seed=0)
+    assert policy.n_updates_ == before + 4 * per_step
+    assert policy.n_env_steps_ == 4
+
+
+def test_fit_online_evaluates_on_episodes_seeded_apart_from_training(
+    make_policy, make_transitions
+):
+    """Catches a bug (evaluation episodes seeded like the training episodes)."""
+    from sk_o2o.rl.base import ONLINE_EVAL_SEED_OFFSET
+
+    policy = _pendulum_policy(make_policy, make_transitions)
+    policy.fit_online(ENV, 0, eval_interval=1, n_eval_episodes=2, seed=3)
+    (record,) = [h for h in policy.history_ if h["phase"] == "online_eval"]
+    expected = evaluate_policy(
+        policy, ENV, n_episodes=2, seed=3 + ONLINE_EVAL_SEED_OFFSET
+    )
+    assert record["eval_return"] == pytest.approx(float(np.mean(expected)))
+    assert record["eval_return"] != pytest.approx(
+        float(np.mean(evaluate_policy(policy, ENV, n_episodes=2, seed=3)))
+    )

@@ -7,14 +7,16 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.datasets import load_digits, make_blobs
 from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
@@ -34,7 +36,11 @@ from sk_o2o.unlearning import (
     unlearn_pipeline,
 )
 from sk_o2o.unlearning import famr as famr_module
-from sk_o2o.unlearning.baselines import random_wrong_labels
+from sk_o2o.unlearning.baselines import (
+    neggrad_loss,
+    random_wrong_labels,
+    selective_dampening_,
+)
 from sk_o2o.unlearning.estimators import AUTO_ANCHOR_STRENGTH
 from sk_o2o.unlearning.famr import (
     AdamState,
@@ -914,3 +920,64 @@ def test_cuda_and_cuda_0_name_the_same_device(monkeypatch):
     assert _indexed(torch.device("cuda")) == _indexed(torch.device("cuda:0"))
     assert _indexed(torch.device("cuda")) != torch.device("cuda:1")
     assert _indexed(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_ssd_dampens_only_parameters_strictly_more_important_to_the_forget_set():
+    """Catches a bug (>=: parameters of zero importance on both sets are zeroed,
+    and the boundary imp_f == alpha * imp_D is dampened)."""
+    theta = torch.ones(4)
+    imp_d = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    imp_f = torch.tensor([0.0, 2.0, 5.0, 0.0])
+    n = selective_dampening_(
+        [theta], [imp_d], [imp_f], selection_weight=2.0, dampening_constant=1.0
+    )
+    assert n == 1
+    torch.testing.assert_close(theta, torch.tensor([1.0, 1.0, 0.2, 1.0]))
+
+
+def test_neggrad_plus_weighs_the_two_cross_entropies():
+    """Catches a bug (the forget term not weighted by 1 - retain_weight)."""
+    forget_lp = torch.log_softmax(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), -1)
+    retain_lp = torch.log_softmax(torch.tensor([[1.0, 3.0]]), -1)
+    forget_y, retain_y = torch.tensor([0, 0]), torch.tensor([1])
+    ce_f, ce_r = F.nll_loss(forget_lp, forget_y), F.nll_loss(retain_lp, retain_y)
+    loss = neggrad_loss(forget_lp, forget_y, retain_lp, retain_y, retain_weight=0.3)
+    torch.testing.assert_close(loss, 0.3 * ce_r - 0.7 * ce_f)
+    torch.testing.assert_close(neggrad_loss(forget_lp, forget_y), -ce_f)
+
+
+def test_mia_loss_feature_indexes_the_columns_of_classes_():
+    """Catches a bug (labels used as column indices): every test labels its
+    classes 0..K-1, where the two coincide."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2))
+    y = np.repeat([0, 1, 5], 20)
+    X[y == 1] += 3
+    X[y == 5] -= 3
+    model = LogisticRegression().fit(X, y)
+    proba = model.predict_proba(X)
+    expected = -np.log(proba[np.arange(60), np.searchsorted(model.classes_, y)])
+    np.testing.assert_allclose(mia_features(model, X, y, feature="loss"), expected)
+
+
+def test_unlearn_pipeline_transforms_the_retain_set_too():
+    """Catches a bug (X_retain handed to the unlearner untransformed)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)).astype(np.float32)
+    y = np.repeat([0, 1], 20)
+    net = make_classifier_net(module__hidden_sizes=(8,), max_epochs=1)
+    pipe = make_pipeline(
+        FunctionTransformer(lambda Z: Z + 100.0),
+        FinetuneUnlearner(net, device="cpu", random_state=0),
+    ).fit(X, y)
+    seen = {}
+
+    def spy(X_forget, y_forget=None, *, X_retain=None, y_retain=None):
+        seen.update(X_forget=X_forget, X_retain=X_retain, y_retain=y_retain)
+        return pipe[-1]
+
+    pipe[-1].unlearn = spy
+    unlearn_pipeline(pipe, X[:5], y[:5], X_retain=X[5:], y_retain=y[5:])
+    np.testing.assert_allclose(seen["X_forget"], X[:5] + 100.0)
+    np.testing.assert_allclose(seen["X_retain"], X[5:] + 100.0)
+    np.testing.assert_array_equal(seen["y_retain"], y[5:])
