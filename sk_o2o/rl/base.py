@@ -804,20 +804,7 @@ class BaseRLPolicy(TorchEstimator):
         seed: int | None,
     ) -> None:
         """The loop of :meth:`fit_online`, on environments it has opened."""
-        import gymnasium
-
-        from sk_o2o.rl.online import _action_converter, _as_act_fn, evaluate_policy
-
-        space = env.action_space
-        if not isinstance(space, gymnasium.spaces.Box):
-            raise ValueError(
-                f"env must have a continuous (Box) action space, got {space}."
-            )
-        if int(np.prod(space.shape)) != self.action_dim_:
-            raise ValueError(
-                f"env actions have shape {space.shape}, but the policy was fitted "
-                f"on {self.action_dim_}-dimensional actions."
-            )
+        space = self._checked_action_space(env)
         with (
             self._training_threads(),
             progress_bar(
@@ -832,56 +819,9 @@ class BaseRLPolicy(TorchEstimator):
                 advance_bar=False,
                 extra=lambda: {"env_step": self.n_env_steps_},
             )
-
-            def evaluate() -> None:
-                returns = evaluate_policy(
-                    self,
-                    eval_env,
-                    n_episodes=n_eval_episodes,
-                    seed=seed + ONLINE_EVAL_SEED_OFFSET,
-                )
-                self.history_.append(
-                    {
-                        "step": self.n_updates_,
-                        "phase": "online_eval",
-                        "env_step": self.n_env_steps_,
-                        "eval_return": float(np.mean(returns)),
-                    }
-                )
-                log.show(eval_return=float(np.mean(returns)))
-
-            # Until the first step, a failure leaves the estimator as it was.
-            generator_state = self.generator_.get_state()
-            pending, n_records = self._partial_fit_log, len(self.history_)
-            try:
-                if seed is None:
-                    seed = self._draw_seed()
-                act = _as_act_fn(self, space, seed, stochastic=True)
-                convert = _action_converter(space)
-                obs, _ = env.reset(seed=seed)
-                if np.shape(obs) != (self.n_features_in_,):
-                    raise ValueError(
-                        f"env observations have shape {np.shape(obs)}, but the "
-                        f"policy was fitted on {self.n_features_in_} features."
-                    )
-                # The observation as the policy and the buffer take it
-                obs = np.asarray(obs, np.float32)[None]
-                # partial_fit steps not yet averaged into a record get theirs now
-                self._flush_partial_fit_log()
-                last = [
-                    (h["env_step"], h["step"])
-                    for h in self.history_
-                    if h["phase"] == "online_eval"
-                ][-1:]
-                if eval_env is not None and last != [
-                    (self.n_env_steps_, self.n_updates_)
-                ]:
-                    evaluate()  # the policy the online phase starts from
-            except BaseException:
-                self.generator_.set_state(generator_state)
-                self._partial_fit_log = pending
-                del self.history_[n_records:]
-                raise
+            seed, act, convert, obs = self._start_online(
+                env, space, seed, eval_env, n_eval_episodes, log
+            )
             episode_return = 0.0
             self.core_.train()
             for t in range(1, n_steps + 1):
@@ -917,10 +857,92 @@ class BaseRLPolicy(TorchEstimator):
                     obs = np.asarray(env.reset()[0], np.float32)[None]
                     episode_return = 0.0
                 if eval_env is not None and t % eval_interval == 0:
-                    evaluate()
+                    self._evaluate_online(eval_env, n_eval_episodes, seed, log)
                     self.core_.train()
                 bar.update(1)
             log.flush()
+
+    def _start_online(
+        self,
+        env,
+        space,
+        seed: int | None,
+        eval_env,
+        n_eval_episodes: int,
+        log: _LossLog,
+    ) -> tuple[int, Callable, Callable, np.ndarray]:
+        """Seed, acting functions and first observation of a ``fit_online`` call.
+
+        Also records what ``partial_fit`` left pending and evaluates the policy
+        the call starts from. Until the first step, a failure (a bad env, a
+        failing reset or evaluation) leaves the estimator as it was.
+        """
+        from sk_o2o.rl.online import _action_converter, _as_act_fn
+
+        generator_state = self.generator_.get_state()
+        pending, n_records = self._partial_fit_log, len(self.history_)
+        try:
+            if seed is None:
+                seed = self._draw_seed()
+            act = _as_act_fn(self, space, seed, stochastic=True)
+            convert = _action_converter(space)
+            obs, _ = env.reset(seed=seed)
+            if np.shape(obs) != (self.n_features_in_,):
+                raise ValueError(
+                    f"env observations have shape {np.shape(obs)}, but the "
+                    f"policy was fitted on {self.n_features_in_} features."
+                )
+            # partial_fit steps not yet averaged into a record get theirs now
+            self._flush_partial_fit_log()
+            last = [
+                (h["env_step"], h["step"])
+                for h in self.history_
+                if h["phase"] == "online_eval"
+            ][-1:]
+            if eval_env is not None and last != [(self.n_env_steps_, self.n_updates_)]:
+                # the policy the online phase starts from
+                self._evaluate_online(eval_env, n_eval_episodes, seed, log)
+        except BaseException:
+            self.generator_.set_state(generator_state)
+            self._partial_fit_log = pending
+            del self.history_[n_records:]
+            raise
+        # The observation as the policy and the buffer take it
+        return seed, act, convert, np.asarray(obs, np.float32)[None]
+
+    def _evaluate_online(
+        self, eval_env, n_episodes: int, seed: int, log: _LossLog
+    ) -> None:
+        """One ``online_eval`` record: the deterministic policy's mean return."""
+        from sk_o2o.rl.online import evaluate_policy
+
+        returns = evaluate_policy(
+            self, eval_env, n_episodes=n_episodes, seed=seed + ONLINE_EVAL_SEED_OFFSET
+        )
+        self.history_.append(
+            {
+                "step": self.n_updates_,
+                "phase": "online_eval",
+                "env_step": self.n_env_steps_,
+                "eval_return": float(np.mean(returns)),
+            }
+        )
+        log.show(eval_return=float(np.mean(returns)))
+
+    def _checked_action_space(self, env):
+        import gymnasium
+
+        space = env.action_space
+        if not isinstance(space, gymnasium.spaces.Box):
+            raise ValueError(
+                f"env must have a continuous (Box) action space, got {space}."
+            )
+        if int(np.prod(space.shape)) != self.action_dim_:
+            raise ValueError(
+                f"env actions have shape {space.shape}, but the policy was fitted "
+                f"on {self.action_dim_}-dimensional actions."
+            )
+        return space
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=torch.float32).to(self.device_)
