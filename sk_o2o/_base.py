@@ -125,13 +125,19 @@ def seed_from_random_state(random_state) -> int:
 
 @contextlib.contextmanager
 def torch_seed_context(seed: int) -> Iterator[None]:
-    """Seed torch's global generator inside the block, restoring it afterwards.
+    """Seed torch's global generators inside the block, restoring them afterwards.
 
-    Network constructors draw their initial weights from the global generator; this
-    keeps ``random_state`` reproducible without changing the caller's random stream.
+    Network constructors draw their initial weights from the global CPU generator;
+    this keeps ``random_state`` reproducible without changing the caller's random
+    streams. CUDA generators are seeded (and restored) only where CUDA is already
+    initialised: ``torch.manual_seed`` would reseed them for good, and forking them
+    would initialise CUDA for a CPU-only fit.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
         yield
 
 

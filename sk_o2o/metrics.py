@@ -181,6 +181,7 @@ class TDErrorScorer(_OfflineScorer):
 
     ``Q(s, a) − r − γ(1 − d) Q(s', π(s'))``, as d3rlpy's ``TDErrorEvaluator``:
     how well the critic explains unseen data (lower error, higher score).
+
     Examples
     --------
     >>> from sk_o2o import IQLPolicy
@@ -214,6 +215,7 @@ class InitialStateValueScorer(_OfflineScorer):
     Episode starts are found from ``terminals``/``timeouts`` and from jumps
     between ``next_observations`` and the following observations (held-out folds
     from ``GroupKFold`` over episodes keep episodes whole and in order).
+
     Examples
     --------
     >>> from sk_o2o import IQLPolicy

@@ -285,6 +285,27 @@ def test_the_buffer_holds_the_data_as_the_networks_see_it(
     )
 
 
+def test_a_partial_fit_failing_while_it_appends_leaves_no_rows_behind(
+    fitted_policy, transitions, monkeypatch
+):
+    policy = copy.deepcopy(fitted_policy)
+    size, updates = len(policy.buffer_), policy.n_updates_
+    X = transitions["observations"]
+    before = policy.predict(X)
+
+    def fail(self, rows):  # the rows are in the buffer, not yet normalised
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(type(policy.action_scaler_), "transform_", fail)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        policy.partial_fit(_chunk(transitions, 0, 10), n_updates=2)
+    monkeypatch.undo()
+    assert len(policy.buffer_) == size and policy.n_updates_ == updates
+    np.testing.assert_array_equal(policy.predict(X), before)
+    policy.partial_fit(_chunk(transitions, 0, 10), n_updates=0)  # still usable
+    assert len(policy.buffer_) == size + 10
+
+
 @pytest.mark.parametrize("n_updates", [None, 0, 3])
 def test_partial_fit_on_fitted_estimator_adds_to_buffer(
     fitted_policy, transitions, n_updates

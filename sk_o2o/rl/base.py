@@ -187,6 +187,8 @@ class BaseRLPolicy(TorchEstimator):
         raise NotImplementedError
 
     def _update(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
+        """One gradient step; ``phase`` is ``"offline"`` (``fit``),
+        ``"partial_fit"`` or ``"online"`` (``fit_online``)."""
         raise NotImplementedError
 
     def _core_class(self):
@@ -441,6 +443,19 @@ class BaseRLPolicy(TorchEstimator):
         return float(self._q_values(obs, actions).mean())
 
     # ------------------------------------------------------------------ internals
+    def _snapshot_in_place_state(self) -> Callable[[], None] | None:
+        # partial_fit appends to the buffer in place: a failure while appending
+        # (e.g. out of device memory) must not leave half the rows behind
+        buffer = self.__dict__.get("buffer_")
+        if buffer is None:
+            return None
+        size = len(buffer)
+
+        def restore() -> None:
+            buffer.size = size
+
+        return restore
+
     def _validated_transitions(
         self, X, y, rewards, next_observations, terminals, timeouts, *, reset: bool
     ) -> Transitions:

@@ -660,7 +660,7 @@ class SSDUnlearner(BaseUnlearner):
     >>> from sk_o2o.unlearning import SSDUnlearner, mia_features
     >>> X, y = load_digits(return_X_y=True)
     >>> X = X / 16.0
-    >>> model = SSDUnlearner(random_state=0).fit(X, y)
+    >>> model = SSDUnlearner(selection_weight=1.0, random_state=0).fit(X, y)
     >>> def forgotten_loss(model):
     ...     return mia_features(model, X[y == 3], y[y == 3], feature="loss").mean()
     >>> before = forgotten_loss(model)
