@@ -190,12 +190,25 @@ class TorchEstimator(BaseEstimator):
     # -- failures: a failed call leaves the estimator as it was
     @contextlib.contextmanager
     def _restore_on_error(self) -> Iterator[None]:
-        """Restore the attributes (and any state edited in place) on an error."""
+        """Restore the attributes (and any state edited in place) on an error.
+
+        Every estimator edits two attributes in place rather than replacing
+        them: ``generator_`` (each draw advances it) and ``history_`` (records
+        are appended); both are put back here. A subclass names its own such
+        state in :meth:`_snapshot_in_place_state`.
+        """
         saved = self.__dict__.copy()
+        generator, history = saved.get("generator_"), saved.get("history_")
+        generator_state = None if generator is None else generator.get_state()
+        n_records = None if history is None else len(history)
         restore_in_place = self._snapshot_in_place_state()
         try:
             yield
         except BaseException:
+            if generator is not None:
+                generator.set_state(generator_state)
+            if history is not None:
+                del history[n_records:]
             if restore_in_place is not None:
                 restore_in_place()
             self.__dict__.clear()

@@ -756,6 +756,34 @@ def test_an_interrupted_unlearning_restores_the_model(
     assert model.unlearning_history_ == []
 
 
+def test_an_interrupted_unlearning_leaves_the_random_stream_as_it_was(
+    fitted, monkeypatch
+):
+    # minibatches are drawn from generator_: the failed call's draws are undone,
+    # so the next call unlearns as it would have without the failure
+    model, X, _y = fitted
+    model = copy_of(model).set_params(solver="adam", batch_size=4)
+    untouched = copy_of(model)
+    state = model.generator_.get_state()
+    calls = {"n": 0}
+    real = famr_module.anchored_adam_step
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(famr_module, "anchored_adam_step", failing)
+    with pytest.raises(KeyboardInterrupt):
+        model.unlearn(X[:10])
+    monkeypatch.undo()
+    assert torch.equal(model.generator_.get_state(), state)
+    model.unlearn(X[:10])
+    untouched.unlearn(X[:10])
+    assert torch.equal(weights(model), weights(untouched))
+
+
 def test_default_module_is_sized_from_the_data():
     X, y = blobs(n_features=5, n_classes=4)
     model = FAMRUnlearner(small_net(), device="cpu", random_state=0).fit(X, y)

@@ -894,9 +894,7 @@ class BaseRLPolicy(TorchEstimator):
         """
         from sk_o2o.rl.online import _action_converter, _as_act_fn
 
-        generator_state = self.generator_.get_state()
-        pending, n_records = self._partial_fit_log, len(self.history_)
-        try:
+        with self._restore_on_error():
             if seed is None:
                 seed = self._draw_seed()
             act = _as_act_fn(self, space, seed, stochastic=True)
@@ -917,11 +915,6 @@ class BaseRLPolicy(TorchEstimator):
             if eval_env is not None and last != [(self.n_env_steps_, self.n_updates_)]:
                 # the policy the online phase starts from
                 self._evaluate_online(eval_env, n_eval_episodes, seed, log)
-        except BaseException:
-            self.generator_.set_state(generator_state)
-            self._partial_fit_log = pending
-            del self.history_[n_records:]
-            raise
         # The observation as the policy and the buffer take it
         return seed, act, convert, np.asarray(obs, np.float32)[None]
 
@@ -934,15 +927,16 @@ class BaseRLPolicy(TorchEstimator):
         returns = evaluate_policy(
             self, eval_env, n_episodes=n_episodes, seed=seed + ONLINE_EVAL_SEED_OFFSET
         )
+        mean_return = float(np.mean(returns))
         self.history_.append(
             {
                 "step": self.n_updates_,
                 "phase": "online_eval",
                 "env_step": self.n_env_steps_,
-                "eval_return": float(np.mean(returns)),
+                "eval_return": mean_return,
             }
         )
-        log.show(eval_return=float(np.mean(returns)))
+        log.show(eval_return=mean_return)
 
     def _checked_action_space(self, env):
         import gymnasium
