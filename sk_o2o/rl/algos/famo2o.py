@@ -25,6 +25,7 @@ E|Q|, and its target actor is conditioned on the same β.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -113,6 +114,25 @@ class _BalanceMixin:
             [(self.balance_model.parameters(), c.balance_lr)], device
         )
         self.alpha_optimizer = make_adam([([self.log_alpha], c.alpha_lr)], device)
+
+    def _balance_then_universal(
+        self,
+        batch: Batch,
+        balance_noise: tuple[torch.Tensor, torch.Tensor] | None,
+        beta: torch.Tensor | None,
+        beta_noise: torch.Tensor | None,
+        update_universal: Callable[[Batch, torch.Tensor], dict[str, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        """A FamO2O step in order, on one thread: π_b and α_b (when
+        ``balance_noise`` is given), β from π_b (when ``beta`` is None, online),
+        then the base algorithm's step of the universal model at β."""
+        losses = {}
+        if balance_noise is not None:
+            losses.update(self.update_balance(batch, *balance_noise))
+        if beta is None:
+            beta = self.sample_balance(batch.observations, beta_noise)
+        losses.update(update_universal(batch, beta))
+        return losses
 
     def chosen_balance(self, observations: torch.Tensor) -> torch.Tensor:
         """β that the balance model picks for each state (its mean)."""
@@ -204,13 +224,9 @@ class FamO2OIQLCore(_BalanceMixin, IQLCore):
             return self._step_with_balance_in_halves(
                 worker, batch, balance_noise, beta, beta_noise
             )
-        losses = {}
-        if balance_noise is not None:
-            losses.update(self.update_balance(batch, *balance_noise))
-        if beta is None:
-            beta = self.sample_balance(batch.observations, beta_noise)
-        losses.update(self.update_universal(batch, beta))
-        return losses
+        return self._balance_then_universal(
+            batch, balance_noise, beta, beta_noise, self.update_universal
+        )
 
     # A step with the balance model's step, on two threads. That step (~9 matrix
     # products through π_b, π_u and the target critics) is as long as the rest of
@@ -309,10 +325,12 @@ class FamO2OTD3BCCore(_BalanceMixin, TD3BCCore):
         As :meth:`FamO2OIQLCore.update_step`, plus TD3+BC's ``target_noise``
         (N(0, policy_noise²)) and whether this step ``update_actor``.
         """
-        losses = {}
-        if balance_noise is not None:
-            losses.update(self.update_balance(batch, *balance_noise))
-        if beta is None:
-            beta = self.sample_balance(batch.observations, beta_noise)
-        losses.update(self.update_universal(batch, beta, target_noise, update_actor))
-        return losses
+        return self._balance_then_universal(
+            batch,
+            balance_noise,
+            beta,
+            beta_noise,
+            lambda batch, beta: self.update_universal(
+                batch, beta, target_noise, update_actor
+            ),
+        )
