@@ -93,6 +93,20 @@ def test_fused_adam_reloaded_state_is_used():
     assert all(float(opt.state[p]["step"]) == 3 for p in params)
 
 
+def test_fused_adam_fast_path_check_works_on_older_torch_param_groups():
+    # torch 2.5 has no "decoupled_weight_decay" key in Adam's param groups; the
+    # fast-path check must not need it (it raised KeyError in every fit on torch
+    # 2.5). torch's own step here reads the key, so it goes only after that step.
+    params = _params(0)
+    opt = FusedAdam([{"params": params}], fused=True)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    for group in opt.param_groups:
+        group.pop("decoupled_weight_decay", None)
+    assert opt._fast_path_ok()
+
+
 def test_second_thread_splits_and_restores_torch_threads():
     with torch_threads(3):
         with second_thread(torch.device("cpu")) as worker:

@@ -65,7 +65,8 @@ class FusedAdam(torch.optim.Adam):
         ) and all(
             group["fused"]
             and not group["amsgrad"]
-            and not group["decoupled_weight_decay"]
+            # torch 2.5 has no decoupled_weight_decay key (AdamW was separate)
+            and not group.get("decoupled_weight_decay", False)
             and not group["differentiable"]
             and isinstance(group["lr"], float)
             and all(len(self.state[p]) for p in group["params"])
