@@ -62,6 +62,26 @@ def test_default_score_is_the_policy_value_estimate(pendulum):
     assert policy.score(X) == pytest.approx(own_value, rel=1e-5)
 
 
+def test_default_score_takes_sample_weight_as_scikit_learn_does(pendulum):
+    X, y, params, _ = pendulum
+    policy = IQLPolicy(**FAST).fit(X, y, **params)
+    values = policy.predict_value(X[:3], policy.predict(X[:3]))
+    assert policy.score(X[:3], sample_weight=np.ones(3)) == pytest.approx(
+        policy.score(X[:3])
+    )
+    assert policy.score(X[:3], sample_weight=[0.0, 2.0, 0.0]) == pytest.approx(
+        values[1], rel=1e-5
+    )
+    for bad in ([1.0, 1.0], [1.0, -1.0, 1.0], [0.0, 0.0, 0.0], [1.0, np.nan, 1.0]):
+        with pytest.raises(ValueError, match="sample_weight"):
+            policy.score(X[:3], sample_weight=bad)
+    # Pipeline.score hands sample_weight on (as None) when routing is enabled
+    pipe = make_pipeline(FunctionTransformer(), IQLPolicy(**FAST))
+    pipe.fit(X, y, **{f"iqlpolicy__{k}": v for k, v in params.items()})
+    with sklearn.config_context(enable_metadata_routing=True):
+        assert pipe.score(X) == pytest.approx(pipe[-1].score(X))
+
+
 def test_offline_scorers_receive_metadata_through_routing(pendulum):
     X, y, params, groups = pendulum
     with sklearn.config_context(enable_metadata_routing=True):

@@ -25,6 +25,7 @@ __all__ = [
     "D4RL_KEYS",
     "DatasetLike",
     "Transitions",
+    "as_float_array",
     "as_transitions",
     "check_finite",
     "check_flags",
@@ -239,7 +240,8 @@ def to_numpy(values):
     return values
 
 
-def _as_float_array(values, name: str, *, ndim: int) -> np.ndarray:
+def as_float_array(values, name: str, *, ndim: int) -> np.ndarray:
+    """A finite float32 array with ``ndim`` dimensions; errors name ``name``."""
     values = to_numpy(values)
     if ndim == 1 and np.ndim(values) == 0:  # one transition's reward or flag,
         values = np.reshape(values, 1)  # a scalar as env.step returns it
@@ -264,7 +266,7 @@ def _as_float_array(values, name: str, *, ndim: int) -> np.ndarray:
 
 
 def _as_flags(values, name: str) -> np.ndarray:
-    array = _as_float_array(values, name, ndim=1)
+    array = as_float_array(values, name, ndim=1)
     return check_flags(array, name).astype(np.float32)
 
 
@@ -285,16 +287,16 @@ def _from_arrays(X, y, rewards, next_observations, terminals, timeouts) -> Trans
             "and rewards=, next_observations=, terminals= as keyword arguments, "
             "or one dataset (a mapping with D4RL keys, a d3rlpy dataset or a path)."
         )
-    observations = _as_float_array(X, "X", ndim=2)
+    observations = as_float_array(X, "X", ndim=2)
     actions = np.asarray(to_numpy(y))
     actions_1d = actions.ndim == 1
-    actions = _as_float_array(
+    actions = as_float_array(
         actions.reshape(-1, 1) if actions_1d else actions, "y", ndim=2
     )
     arrays = {
         "y": actions,
-        "rewards": _as_float_array(rewards, "rewards", ndim=1),
-        "next_observations": _as_float_array(
+        "rewards": as_float_array(rewards, "rewards", ndim=1),
+        "next_observations": as_float_array(
             next_observations, "next_observations", ndim=2
         ),
         "terminals": _as_flags(terminals, "terminals"),

@@ -39,6 +39,7 @@ from sk_o2o.data.normalization import (
 from sk_o2o.data.transitions import (
     DatasetLike,
     Transitions,
+    as_float_array,
     as_transitions,
     check_finite,
     is_dataset,
@@ -421,7 +422,12 @@ class BaseRLPolicy(TorchEstimator):
         act = self._to_device(self.action_scaler_.transform(actions))
         return self._q_values(obs, act)
 
-    def score(self, X: ArrayLike, y: ArrayLike | None = None) -> float:
+    def score(
+        self,
+        X: ArrayLike,
+        y: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> float:
         """Mean estimated value Q(s, π(s)) of the policy's own actions on ``X``.
 
         Higher is better. An offline estimate from the learned critics: for
@@ -432,15 +438,29 @@ class BaseRLPolicy(TorchEstimator):
         ----------
         X : array-like of shape (n_samples, obs_dim)
         y : ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the states in the mean; ``None`` weighs
+            them equally.
 
         Returns
         -------
         score : float
         """
         obs = self._observations_tensor(X)
+        weights = None
+        if sample_weight is not None:
+            weights = as_float_array(sample_weight, "sample_weight", ndim=1)
+            if len(weights) != len(obs):
+                raise ValueError(
+                    f"sample_weight has {len(weights)} entries but X has {len(obs)}."
+                )
+            if (weights < 0).any() or not weights.sum() > 0:
+                raise ValueError(
+                    "sample_weight must be non-negative with a positive sum."
+                )
         with torch.no_grad():
             actions = self._policy_mode(obs)
-        return float(self._q_values(obs, actions).mean())
+        return float(np.average(self._q_values(obs, actions), weights=weights))
 
     # ------------------------------------------------------------------ internals
     def _snapshot_in_place_state(self) -> Callable[[], None] | None:
