@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from sk_o2o.data.normalization import (
     reward_scale,
 )
 from sk_o2o.data.transitions import episode_ids
+from sk_o2o.datasets import load_dataset
 
 
 def _assert_same(t: Transitions, data: dict[str, np.ndarray]) -> None:
@@ -515,6 +517,34 @@ def test_reward_scale_returns():
         assert reward_scale(rewards, np.zeros(5), None, "returns") == 1.0
     equal = np.array([1.0, 1.0, 1.0, 1.0], dtype=np.float32)
     assert reward_scale(equal, np.ones(4), None, "returns") == 1.0
+
+
+def test_reward_scale_returns_warns_about_shuffled_rows():
+    from sklearn.model_selection import GroupKFold, KFold
+
+    data = load_dataset("pendulum-medium-replay-v0")
+
+    def scale(rows, timeouts=data.timeouts):
+        return reward_scale(
+            data.rewards[rows],
+            data.terminals[rows],
+            None if timeouts is None else timeouts[rows],
+            "returns",
+            observations=data.observations[rows],
+            next_observations=data.next_observations[rows],
+        )
+
+    rows = np.arange(len(data.rewards))
+    whole = scale(rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # whole episodes: the same scale, with or without the time-limit flags
+        assert scale(rows, timeouts=None) == pytest.approx(whole)
+        train, _ = next(GroupKFold(3).split(rows, groups=data.episode_ids))
+        scale(train)
+    train, _ = next(KFold(3, shuffle=True, random_state=0).split(rows))
+    with pytest.warns(UserWarning, match="fragments"):
+        assert scale(train) > 3 * whole  # short fragments: a smaller spread
 
 
 def test_observation_scaler_standardises():

@@ -179,6 +179,22 @@ def reward_scale(
         observations=observations,
         next_observations=next_observations,
     )
+    n_breaks = int(ids[-1]) - int(episode_ids(terminals, timeouts)[-1])
+    # Time-limit ends found this way are rare (one per episode); breaks this
+    # frequent mean the rows were shuffled and the returns are fragments'. Above
+    # half, warn_if_next_observations_do_not_follow speaks (maybe another space).
+    if n_breaks >= 10 and len(rewards) / 10 < n_breaks <= len(rewards) / 2:
+        warnings.warn(
+            f"reward_scaling='returns' found {n_breaks} places in {len(rewards)} "
+            "transitions where next_observations[i] is not X[i + 1] and no "
+            "terminal or timeout ends the episode, so it scales the rewards by the "
+            "returns of episode fragments, not of whole episodes. A shuffled split "
+            "(KFold(shuffle=True), ShuffleSplit, train_test_split) does this: split "
+            "by episode (GroupKFold with groups=episode_ids), or choose "
+            "reward_scaling='standard'.",
+            UserWarning,
+            stacklevel=4,
+        )
     returns = np.bincount(ids, weights=rewards.astype(np.float64))
     if len(returns) == 1:
         warnings.warn(
