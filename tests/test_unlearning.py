@@ -663,6 +663,18 @@ def test_membership_inference_score(digits):
             ValueError,
             r"classes holds \[9\]",
         ),
+        # numpy compares "1" with the integer class 1 as strings: refused anyway
+        (
+            lambda m, X, y: m.unlearn_classes(["1"], X, y),
+            ValueError,
+            r"classes holds \['1'\], not among",
+        ),
+        (
+            lambda m, X, y: m.unlearn(X[:5], y[:5].astype(str)),
+            ValueError,
+            "y_forget holds classes not seen",
+        ),
+        (lambda m, X, y: m.unlearn_classes([], X, y), ValueError, "classes is empty"),
         (lambda m, X, y: m.unlearn_classes([0, 1, 2], X, y), ValueError, "every class"),
         (
             lambda m, X, y: m.unlearn_classes([0], X[y != 0], y[y != 0]),
@@ -813,7 +825,7 @@ def test_a_frozen_trained_net_is_unlearned_without_retraining():
     assert 2 not in set(retrain.predict(X))
     with pytest.raises(ValueError, match="trained skorch"):
         FAMRUnlearner(FrozenEstimator(small_net())).fit(X, y)
-    with pytest.raises(ValueError, match="not seen in fit"):
+    with pytest.raises(ValueError, match=r"labels \[3, 4, 5\] that the frozen net"):
         FAMRUnlearner(FrozenEstimator(net)).fit(X, y + 3)
     # Data the frozen net cannot take fail in fit, not at the first predict.
     with pytest.raises(ValueError, match="X has 3 features, and the frozen net"):
@@ -884,6 +896,27 @@ def test_forgotten_classes_stay_forgotten_in_later_calls(digits):
         model.unlearn_classes(
             [c for c in range(10) if c not in (3, 5)], X_train, y_train
         )
+    # numpy's isin, over these ten classes, took "3" for class 3 and the call
+    # failed later with a misleading message
+    with pytest.raises(ValueError, match=r"classes holds \['3'\], not among"):
+        model.unlearn_classes(["3"], X_train, y_train)
+    with pytest.warns(UserWarning, match=r"classes \[3\] were forgotten by an earlier"):
+        model.unlearn_classes([3.0, 4], X_train, y_train)
+    assert model.unlearning_history_[-1]["classes"] == [3, 4]
+
+
+def test_nested_parameters_of_the_default_net_say_how_to_tune_them():
+    X, y = blobs()
+    with pytest.raises(ValueError, match=r"estimator__lr.*make_classifier_net\(\)"):
+        FAMRUnlearner().set_params(estimator__lr=0.1)
+    tunable = FAMRUnlearner(make_classifier_net()).set_params(estimator__lr=0.1)
+    assert tunable.estimator.lr == 0.1
+    search = GridSearchCV(
+        FAMRUnlearner(small_net(), device="cpu", random_state=0),
+        {"estimator__lr": [1e-3, 1e-2]},
+        cv=2,
+    ).fit(X, y)
+    assert search.best_params_["estimator__lr"] in (1e-3, 1e-2)
 
 
 def test_retraining_a_frozen_net_built_on_a_module_instance_starts_afresh():

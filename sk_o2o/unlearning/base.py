@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -86,6 +87,17 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ sklearn API
+    def set_params(self, **params: Any) -> Self:
+        """Set parameters, as any scikit-learn estimator; see ``get_params``."""
+        nested = sorted(key for key in params if key.startswith("estimator__"))
+        if nested and "estimator" not in params and self.estimator is None:
+            raise ValueError(
+                f"{nested[0]} sets a parameter of estimator, which is None (the "
+                "built-in net, made when fit runs). Pass the same net as "
+                "estimator=make_classifier_net() to tune its parameters."
+            )
+        return super().set_params(**params)
+
     def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Train a clone of ``estimator`` (or the built-in MLP) on ``X, y``.
 
@@ -112,7 +124,12 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             seed = self._seed_generator()
             if isinstance(self.estimator, FrozenEstimator):
                 self.estimator_ = self._trained_copy(X)
-                self._encode(y, "y")
+                unknown = _not_among(y, self.classes_)
+                if unknown:
+                    raise ValueError(
+                        f"y holds labels {unknown[:5]!r} that the frozen net was "
+                        f"not trained on (its classes_: {self.classes_.tolist()!r})."
+                    )
             else:
                 classes, y_encoded = np.unique(y, return_inverse=True)
                 if len(classes) < 2:
@@ -264,11 +281,22 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         """
         check_is_fitted(self)
         forgotten = np.unique(column_or_1d(np.atleast_1d(to_numpy(classes))))
-        unknown = forgotten[~np.isin(forgotten, self.classes_)]
-        if len(unknown):
+        if not len(forgotten):
+            raise ValueError("classes is empty: name at least one class to forget.")
+        unknown = _not_among(forgotten, self.classes_)
+        if unknown:
             raise ValueError(
-                f"classes holds {unknown.tolist()!r}, not among the fitted "
+                f"classes holds {unknown!r}, not among the fitted "
                 f"classes_ {self.classes_.tolist()!r}."
+            )
+        forgotten = self.classes_[np.searchsorted(self.classes_, forgotten)]
+        again = _not_among(forgotten, self.classes_[self._kept_classes()])
+        if again:
+            warnings.warn(
+                f"classes {again!r} were forgotten by an earlier call; forgetting "
+                "them again moves the weights further.",
+                UserWarning,
+                stacklevel=2,
             )
         keep = self._kept_classes() & ~np.isin(self.classes_, forgotten)
         if not keep.any():
@@ -455,11 +483,9 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
 
     def _encode(self, y: np.ndarray, name: str) -> np.ndarray:
         y = column_or_1d(y)
-        unknown = np.setdiff1d(y, self.classes_)
-        if len(unknown):
-            raise ValueError(
-                f"{name} holds classes not seen in fit: {unknown[:5].tolist()!r}."
-            )
+        unknown = _not_among(y, self.classes_)
+        if unknown:
+            raise ValueError(f"{name} holds classes not seen in fit: {unknown[:5]!r}.")
         return np.searchsorted(self.classes_, y)
 
     def _retain(self, X_retain, y_retain):
@@ -497,6 +523,16 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         )
         self.estimator_ = net
         self.unlearning_history_ = list(state["unlearning_history_"])
+
+
+def _not_among(labels: np.ndarray, classes: np.ndarray) -> list:
+    """The distinct ``labels`` that are not among ``classes``.
+
+    Compared as Python values: numpy's ``isin``/``setdiff1d`` compare a string
+    label with integer classes as strings, so ``"3"`` would pass for class ``3``.
+    """
+    known = set(classes.tolist())
+    return [label for label in np.unique(labels).tolist() if label not in known]
 
 
 def _reset_parameters(module: nn.Module) -> None:
