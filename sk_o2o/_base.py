@@ -419,29 +419,48 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimato
             "files written by save. A pickled model loads with pickle or joblib, "
             "from a source you trust."
         ) from error
+    name = os.fspath(path)
     if "sk_o2o" not in metadata:
-        raise ValueError(f"{os.fspath(path)!r} is not an sk_o2o model file.")
-    header = _from_json(json.loads(metadata["sk_o2o"]))
+        raise ValueError(f"{name!r} is not an sk_o2o model file.")
+    try:
+        header = _from_json(json.loads(metadata["sk_o2o"]))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{name!r} has a damaged sk_o2o header ({error}).") from None
+    if not isinstance(header, dict) or not isinstance(header.get("params"), dict):
+        raise ValueError(f"{name!r} has a damaged sk_o2o header (no parameters).")
     if header.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"unsupported sk_o2o model format {header.get('format_version')!r}."
         )
     registry = _registry()
-    if header["class"] not in registry:
-        raise ValueError(f"unknown estimator class {header['class']!r} in {path!r}.")
-    estimator = registry[header["class"]](**header["params"])
+    if header.get("class") not in registry:
+        raise ValueError(
+            f"unknown estimator class {header.get('class')!r} in {name!r}."
+        )
+    try:
+        estimator = registry[header["class"]](**header["params"])
+    except TypeError as error:  # a parameter the class does not have
+        raise ValueError(
+            f"the parameters in {name!r} do not fit {header['class']}: {error}."
+        ) from None
     if device is not None:
         estimator.set_params(device=device)
+    estimator._validate_params()  # values as fit would check them
     try:
         estimator._set_common_state(header["state"], tensors)
         estimator._set_state(header["state"], tensors)
     except RuntimeError as error:  # load_state_dict: missing, unexpected or reshaped
         written_by = header.get("sk_o2o_version", "an earlier version")
         raise ValueError(
-            f"the weights in {os.fspath(path)!r} do not fit {header['class']} of "
+            f"the weights in {name!r} do not fit {header['class']} of "
             f"sk_o2o {_package_version()} (the file was written by sk_o2o "
             f"{written_by}); refit the model and save it again."
         ) from error
+    except (KeyError, TypeError, AttributeError, IndexError) as error:
+        raise ValueError(
+            f"{name!r} has a damaged fitted state for {header['class']} "
+            f"({type(error).__name__}: {error})."
+        ) from None
     return estimator
 
 

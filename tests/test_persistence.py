@@ -237,6 +237,55 @@ def test_load_refuses_weights_of_another_version(policy, tmp_path):
         sk_o2o.load(old)
 
 
+def _without(mapping, key):
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+@pytest.mark.parametrize(
+    ("tamper", "match"),
+    [
+        (lambda h: "not json", "damaged sk_o2o header"),
+        (lambda h: [1, 2], "damaged sk_o2o header"),
+        (lambda h: _without(h, "params"), "damaged sk_o2o header"),
+        (lambda h: {**h, "params": {**h["params"], "foo": 1}}, "do not fit IQLPolicy"),
+        (
+            lambda h: {**h, "params": {**h["params"], "beta": "rm -rf"}},
+            "'beta' parameter",
+        ),
+        (
+            lambda h: {**h, "state": _without(h["state"], "n_features_in_")},
+            "damaged fitted state.*n_features_in_",
+        ),
+        (lambda h: _without(h, "state"), "damaged fitted state"),
+    ],
+)
+def test_load_refuses_a_damaged_header_with_a_value_error(
+    policy, tmp_path, tamper, match
+):
+    header, tensors = _saved(policy, tmp_path)
+    path = tmp_path / "damaged.safetensors"
+    from safetensors.torch import save_file
+
+    raw = tamper(header)
+    save_file(
+        tensors,
+        str(path),
+        metadata={"sk_o2o": raw if isinstance(raw, str) else json.dumps(raw)},
+    )
+    with pytest.raises(ValueError, match=match):
+        sk_o2o.load(path)
+
+
+def test_load_refuses_a_deeply_nested_header(policy, tmp_path):
+    _, tensors = _saved(policy, tmp_path)
+    path = tmp_path / "deep.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata={"sk_o2o": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(ValueError, match="damaged sk_o2o header"):
+        sk_o2o.load(path)
+
+
 def test_load_refuses_a_pickle(policy, tmp_path):
     path = tmp_path / "model.safetensors"
     with open(path, "wb") as f:
