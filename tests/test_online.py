@@ -109,6 +109,17 @@ def test_evaluate_policy_rejects_bad_policy():
         evaluate_policy("not a policy", ENV, n_episodes=1)
 
 
+def test_helpers_refuse_an_env_the_policy_was_not_fitted_on(
+    make_policy, make_transitions
+):
+    policy = make_policy().fit(make_transitions(n=40, obs_dim=3, act_dim=1))
+    for helper in (evaluate_policy, collect_transitions):
+        kwargs = {"n_episodes": 1} if helper is evaluate_policy else {"n_steps": 5}
+        # MountainCarContinuous has 2 observation features, the policy 3
+        with pytest.raises(ValueError, match=r"shape \(2,\), but the policy .* 3"):
+            helper(policy, "MountainCarContinuous-v0", **kwargs)
+
+
 @pytest.mark.parametrize("n_steps", [1, 199, 200, 450])
 def test_collect_transitions_shapes_and_delimiting(n_steps):
     data = collect_transitions(None, ENV, n_steps=n_steps, seed=0)

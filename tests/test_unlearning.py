@@ -642,6 +642,8 @@ def test_membership_inference_score(digits):
         (X_test, y_test),
     )
     assert report["forget_accuracy"] > 0.9
+    with pytest.raises(TypeError, match="forget must be an \\(X, y\\) pair"):
+        evaluate_unlearning(model, X_train[:10], (X_train, y_train), (X_test, y_test))
 
 
 # --------------------------------------------------------------------------- bad input

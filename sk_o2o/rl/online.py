@@ -192,6 +192,17 @@ def _as_act_fn(
     )
 
 
+def _check_observation_shape(policy: Any, env: Any) -> None:
+    """Refuse an env whose observations a fitted policy was not fitted on."""
+    n_features = getattr(policy, "n_features_in_", None)
+    shape = getattr(env.observation_space, "shape", None)
+    if n_features is not None and shape is not None and tuple(shape) != (n_features,):
+        raise ValueError(
+            f"env observations have shape {tuple(shape)}, but the policy was "
+            f"fitted on {n_features} features."
+        )
+
+
 def _action_converter(action_space: Any) -> Callable[[Any], Any]:
     """Return a function turning a policy's output for one observation into an
     action that ``env.step`` accepts (clipped to a ``Box``)."""
@@ -260,6 +271,7 @@ def evaluate_policy(
     n_episodes = check_int(n_episodes, "n_episodes", 1)
     seed = check_int(seed, "seed", 0)
     with _opened(env) as env:
+        _check_observation_shape(policy, env)
         act = _as_act_fn(policy, env.action_space, seed, stochastic=False)
         convert = _action_converter(env.action_space)
         returns = np.zeros(n_episodes, dtype=np.float64)
@@ -323,6 +335,7 @@ def collect_transitions(
     n_steps = check_int(n_steps, "n_steps", 1)
     seed = check_int(seed, "seed", 0)
     with _opened(env) as env:
+        _check_observation_shape(policy, env)
         act = _as_act_fn(policy, env.action_space, seed, stochastic=True)
         convert = _action_converter(env.action_space)
         obs_dim = int(np.prod(env.observation_space.shape))

@@ -173,6 +173,13 @@ def evaluate_unlearning(
     >>> report["forget_accuracy"] < 0.1
     True
     """
+    for name, pair in (("forget", forget), ("retain", retain), ("test", test)):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(
+                f"{name} must be an (X, y) pair, got {type(pair).__name__}"
+                + (f" of length {len(pair)}" if hasattr(pair, "__len__") else "")
+                + "."
+            )
     (X_f, y_f), (X_r, y_r), (X_t, y_t) = forget, retain, test
     return {
         "forget_accuracy": float(estimator.score(X_f, y_f)),
