@@ -336,6 +336,44 @@ def test_td3bc_base_has_its_own_core_range_and_losses(data):
     assert explicit.fit(data).core_.config.balance_range == (2.0, 3.0)
 
 
+def test_each_base_defaults_to_its_fixed_beta_siblings_reward_scaling(data):
+    from sk_o2o import IQLPolicy, TD3BCPolicy
+
+    for algo, sibling in (("iql", IQLPolicy), ("td3bc", TD3BCPolicy)):
+        famo2o = FamO2OPolicy(algo=algo, n_steps=1, **FAST).fit(data)
+        fixed = sibling(n_steps=1, **FAST).fit(data)
+        assert famo2o.reward_scale_ == fixed.reward_scale_, algo
+    assert FamO2OPolicy(algo="td3bc", n_steps=1, **FAST).fit(data).reward_scale_ == 1
+    explicit = FamO2OPolicy(algo="td3bc", reward_scaling="returns", n_steps=1, **FAST)
+    assert (
+        explicit.fit(data).reward_scale_ == IQLPolicy(n_steps=1).fit(data).reward_scale_
+    )
+
+
+def test_td3bc_base_ignores_the_iql_only_parameters_and_says_so(data):
+    with pytest.warns(UserWarning, match="expectile applies to algo='iql' only"):
+        policy = FamO2OPolicy(algo="td3bc", expectile=0.9, n_steps=2, **FAST).fit(data)
+    # they shaped nothing, so changing them later is no reason to refuse a step
+    policy.set_params(expectile=0.8, value_lr=1e-2)
+    policy.partial_fit(
+        data.observations[:20],
+        data.actions[:20],
+        rewards=data.rewards[:20],
+        next_observations=data.next_observations[:20],
+        terminals=data.terminals[:20],
+        n_updates=1,
+    )
+    iql = FamO2OPolicy(n_steps=2, **FAST).fit(data).set_params(expectile=0.8)
+    with pytest.raises(ValueError, match=r"expectile=0\.7 to 0\.8"):
+        iql.partial_fit(
+            data.observations[:20],
+            data.actions[:20],
+            rewards=data.rewards[:20],
+            next_observations=data.next_observations[:20],
+            terminals=data.terminals[:20],
+        )
+
+
 @pytest.mark.parametrize("threads", [1, 2])  # one step, or two halves
 def test_online_steps_train_the_beta_the_balance_model_picks(
     make_transitions, monkeypatch, threads

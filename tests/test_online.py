@@ -1,5 +1,7 @@
 """Tests of sk_o2o.rl.online: environment helpers."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -342,6 +344,57 @@ def test_fit_online_checks_its_arguments_before_the_first_step(kwargs, error, na
     with pytest.raises(error, match=name):
         policy.fit_online(ENV, 20, **{"eval_interval": 10, **kwargs})
     assert (policy.n_updates_, len(policy.buffer_)) == (n_updates, n_rows)
+
+
+class TwoActions(gymnasium.Wrapper):
+    """Pendulum that declares 2-dimensional actions (and steps with the first)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.action_space = gymnasium.spaces.Box(-2.0, 2.0, (2,), np.float32)
+
+    def step(self, action):
+        return self.env.step(np.asarray(action)[:1])
+
+
+def test_fit_online_refuses_eval_envs_that_would_corrupt_or_break_the_run():
+    policy = _tiny_policy()
+    n_updates, n_rows = policy.n_updates_, len(policy.buffer_)
+    env = gymnasium.make(ENV)
+    # evaluating on the training env itself resets it mid-episode
+    with pytest.raises(ValueError, match="eval_env is env"):
+        policy.fit_online(env, 20, eval_interval=10, eval_env=env)
+    with pytest.raises(ValueError, match=r"env actions have shape \(2,\)"):
+        policy.fit_online(ENV, 20, eval_interval=10, eval_env=TwoActions(env))
+    assert (policy.n_updates_, len(policy.buffer_)) == (n_updates, n_rows)
+    with pytest.raises(ValueError, match=r"env actions have shape \(2,\)"):
+        evaluate_policy(policy, TwoActions(env), n_episodes=1)
+
+
+def test_fit_online_after_load_warns_that_the_buffer_is_empty(tmp_path):
+    import sk_o2o
+    from sk_o2o.datasets import load_dataset
+
+    policy = _tiny_policy()
+    policy.save(tmp_path / "policy.safetensors")
+    loaded = sk_o2o.load(tmp_path / "policy.safetensors")
+    with pytest.warns(UserWarning, match="no training data in its buffer"):
+        loaded.fit_online(ENV, 3)
+    assert len(loaded.buffer_) == 3
+    data = load_dataset("pendulum-medium-replay-v0")
+    reloaded = sk_o2o.load(tmp_path / "policy.safetensors")
+    reloaded.partial_fit(
+        data.observations,
+        data.actions,
+        rewards=data.rewards,
+        next_observations=data.next_observations,
+        terminals=data.terminals,
+        n_updates=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reloaded.fit_online(ENV, 3)
+        policy.fit_online(ENV, 3)
 
 
 class RecordResets(gymnasium.Wrapper):

@@ -539,6 +539,14 @@ class BaseRLPolicy(TorchEstimator):
         )
         return data
 
+    def _reward_scaling(self) -> str:
+        """``reward_scaling`` as fit applies it (FamO2O resolves its per-base default)."""
+        return self.reward_scaling
+
+    def _unused_params(self) -> frozenset[str]:
+        """Parameters this configuration never reads (FamO2O's IQL ones on TD3+BC)."""
+        return frozenset()
+
     def _warn_about_a_first_partial_fit(self, n: int) -> None:
         """What a first partial_fit fixes from its batch alone, and how to avoid it."""
         fixed = [
@@ -546,7 +554,7 @@ class BaseRLPolicy(TorchEstimator):
             for what, applies in (
                 ("the action bounds", self.action_bounds is None),
                 ("the observation normalisation", self.normalize_observations),
-                ("the reward scale", self.reward_scaling != "none"),
+                ("the reward scale", self._reward_scaling() != "none"),
             )
             if applies
         ]
@@ -608,7 +616,7 @@ class BaseRLPolicy(TorchEstimator):
             data.rewards,
             data.terminals,
             data.timeouts,
-            self.reward_scaling,
+            self._reward_scaling(),
             observations=data.observations,
             next_observations=data.next_observations,
         )
@@ -628,7 +636,7 @@ class BaseRLPolicy(TorchEstimator):
             {
                 name: value
                 for name, value in self.get_params(deep=False).items()
-                if name not in self._LIVE_PARAMS
+                if name not in self._LIVE_PARAMS | self._unused_params()
             }
         )
         self.history_: list[dict[str, Any]] = []
@@ -741,7 +749,9 @@ class BaseRLPolicy(TorchEstimator):
         Each environment step acts with :meth:`sample_action` (clipped to the
         environment's action space, which must be a ``Box``), stores the
         transition with the executed action in the buffer (which keeps the
-        offline data: both are sampled uniformly) and takes
+        offline data: both are sampled uniformly; after :func:`sk_o2o.load`,
+        which does not save the buffer, it holds only what later calls add) and
+        takes
         ``n_updates_per_step`` gradient steps in the ``"online"`` phase. The
         estimator must be fitted first (offline, with :meth:`fit`, or with
         :meth:`partial_fit`).
@@ -786,7 +796,10 @@ class BaseRLPolicy(TorchEstimator):
         with ``eval_return``), each with ``env_step``: the environment steps
         taken by every ``fit_online`` call since :meth:`fit`
         (``n_env_steps_``), so a second call continues the first one's curve.
-        An interrupted call (Ctrl-C) keeps the steps it took.
+        Each call starts with a reset: the episode still running when a call
+        ends is cut there (its transitions stay in the buffer, bootstrapped from
+        their next observations, but it gets no ``online_episode`` record). An
+        interrupted call (Ctrl-C) keeps the steps it took.
         """
         from sk_o2o.rl.online import _opened, copy_env
 
@@ -805,6 +818,22 @@ class BaseRLPolicy(TorchEstimator):
             raise ValueError(
                 "eval_env is given but eval_interval is None, so it would never be "
                 "used; pass eval_interval too."
+            )
+        if eval_env is not None and eval_env is env and not isinstance(env, str):
+            raise ValueError(
+                "eval_env is env: each evaluation would reset the environment in "
+                "the middle of a training episode. Pass another instance, or leave "
+                "eval_env=None for a copy of env."
+            )
+        if n_updates_per_step and not len(self.__dict__.get("buffer_", ())):
+            warnings.warn(
+                f"this {type(self).__name__} has no training data in its buffer "
+                "(sk_o2o.load does not save the buffer), so fit_online trains on "
+                "its own transitions alone, its first batches drawn from one or two "
+                "of them. Add the offline data first with partial_fit(..., "
+                "n_updates=0), or resume from a pickle, which keeps the buffer.",
+                UserWarning,
+                stacklevel=2,
             )
         with contextlib.ExitStack() as opened:
             # Environments made here (from an id, or the evaluation copy) are

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from numbers import Integral, Real
 
@@ -233,7 +234,11 @@ class FamO2OPolicy(BaseRLPolicy):
         Base algorithm. ``"iql"`` (the paper's): β is the advantage inverse
         temperature. ``"td3bc"`` (our addition; not among the paper's bases): β is
         TD3+BC's α, the weight of the normalised Q term against behaviour
-        cloning; TD3's smoothing noise 0.2 (clip 0.5) and actor delay 2 are used.
+        cloning; TD3's smoothing noise 0.2 (clip 0.5) and actor delay 2 are used,
+        :meth:`sample_action` (so ``fit_online``'s acting) adds Gaussian noise of
+        standard deviation 0.1 (``TD3BCPolicy``'s default ``exploration_noise``),
+        and the balance model's step evaluates Q̄ at the universal model's action
+        plus that noise.
     balance_range : (float, float), optional
         Range of β. Default per base: (1, 5) for IQL (the paper's locomotion
         setting), (1, 4) for TD3+BC (our choice, around TD3+BC's α = 2.5).
@@ -257,7 +262,8 @@ class FamO2OPolicy(BaseRLPolicy):
         batch's β_i of min(exp(β_i · A_j), 100): the same for every β code, so
         the family's members learn alike.
     expectile : float, default=0.7
-        IQL only, as in :class:`IQLPolicy`.
+        IQL only, as in :class:`IQLPolicy`; unused with ``algo="td3bc"`` (a
+        value other than the default warns).
     n_steps : int, default=50_000
         Gradient steps taken by :meth:`fit`.
     batch_size : int, default=256
@@ -267,15 +273,17 @@ class FamO2OPolicy(BaseRLPolicy):
     actor_lr, critic_lr : float, default=3e-4
         Adam learning rates of the universal model and the critics.
     value_lr : float, default=3e-4
-        IQL only: the value network's.
+        IQL only: the value network's; unused with ``algo="td3bc"``, as
+        ``expectile``.
     gamma : float, default=0.99
         Discount factor.
     tau : float, default=0.005
         Soft-update rate of the target critics.
     normalize_observations : bool, default=True
         As in :class:`IQLPolicy`.
-    reward_scaling : {"returns", "standard", "none"}, default="returns"
-        As in :class:`IQLPolicy`.
+    reward_scaling : {"returns", "standard", "none"} or None, default=None
+        As in :class:`IQLPolicy`. Default per base, as its fixed-β sibling:
+        ``"returns"`` for IQL, ``"none"`` for TD3+BC.
     action_bounds : (low, high), gymnasium Box or None, default=None
         As in :class:`IQLPolicy`.
     device : str or torch.device, default="auto"
@@ -293,7 +301,8 @@ class FamO2OPolicy(BaseRLPolicy):
         The base's networks with the universal model, the balance model and the
         optimisers.
     history_ : list of dict
-        As in :class:`IQLPolicy`, plus ``balance_loss``, ``alpha`` and
+        As in :class:`IQLPolicy` (:class:`TD3BCPolicy` for ``algo="td3bc"``:
+        no ``value_loss``), plus ``balance_loss``, ``alpha`` and
         ``mean_beta`` (the mean β sampled by the balance model).
 
     See Also
@@ -325,6 +334,7 @@ class FamO2OPolicy(BaseRLPolicy):
         "actor_lr_schedule": [StrOptions({"constant", "cosine"})],
         "critic_lr": [Interval(Real, 0, None, closed="neither")],
         "value_lr": [Interval(Real, 0, None, closed="neither")],
+        "reward_scaling": [StrOptions(set(REWARD_SCALINGS)), None],
     }
 
     def __init__(
@@ -348,7 +358,7 @@ class FamO2OPolicy(BaseRLPolicy):
         gamma: float = 0.99,
         tau: float = 0.005,
         normalize_observations: bool = True,
-        reward_scaling: str = "returns",
+        reward_scaling: str | None = None,
         action_bounds=None,
         device: str | torch.device = "auto",
         random_state=None,
@@ -381,6 +391,16 @@ class FamO2OPolicy(BaseRLPolicy):
         self.log_interval = log_interval
 
     _DEFAULT_BALANCE_RANGES = {"iql": (1.0, 5.0), "td3bc": (1.0, 4.0)}
+    _DEFAULT_REWARD_SCALINGS = {"iql": "returns", "td3bc": "none"}
+    _IQL_ONLY = {"expectile": 0.7, "value_lr": 3e-4}
+
+    def _reward_scaling(self) -> str:
+        if self.reward_scaling is None:
+            return self._DEFAULT_REWARD_SCALINGS[self.algo]
+        return self.reward_scaling
+
+    def _unused_params(self) -> frozenset[str]:
+        return frozenset(self._IQL_ONLY) if self.algo == "td3bc" else frozenset()
 
     def _core_class(self):
         if self.algo == "td3bc":
@@ -410,12 +430,27 @@ class FamO2OPolicy(BaseRLPolicy):
                 value_lr=self.value_lr,
                 batch_mean_weights=self.advantage_weighting == "batch_mean",
             )
-        elif self.advantage_weighting != "per_sample":
+        else:
+            changed = [
+                name
+                for name, default in self._IQL_ONLY.items()
+                if getattr(self, name) != default
+            ]
+            if changed:
+                warnings.warn(
+                    f"{' and '.join(changed)} "
+                    f"{'apply' if len(changed) > 1 else 'applies'} to algo='iql' "
+                    f"only; algo={self.algo!r} ignores "
+                    f"{'them' if len(changed) > 1 else 'it'}.",
+                    UserWarning,
+                    stacklevel=4,  # _make_core, _initialise, fit: the caller's line
+                )
+        if self.algo != "iql" and self.advantage_weighting != "per_sample":
             raise ValueError(
                 f"advantage_weighting={self.advantage_weighting!r} applies to "
                 f"algo='iql' only; algo={self.algo!r} has no advantage weights."
             )
-        elif self.actor_lr_schedule != "constant":
+        if self.algo != "iql" and self.actor_lr_schedule != "constant":
             raise ValueError(
                 f"actor_lr_schedule={self.actor_lr_schedule!r} applies to "
                 f"algo='iql' only, not algo={self.algo!r}."

@@ -192,14 +192,21 @@ def _as_act_fn(
     )
 
 
-def _check_observation_shape(policy: Any, env: Any) -> None:
-    """Refuse an env whose observations a fitted policy was not fitted on."""
+def _check_env_fits(policy: Any, env: Any) -> None:
+    """Refuse an env whose observations or actions a fitted policy does not fit."""
     n_features = getattr(policy, "n_features_in_", None)
     shape = getattr(env.observation_space, "shape", None)
     if n_features is not None and shape is not None and tuple(shape) != (n_features,):
         raise ValueError(
             f"env observations have shape {tuple(shape)}, but the policy was "
             f"fitted on {n_features} features."
+        )
+    action_dim = getattr(policy, "action_dim_", None)
+    shape = getattr(env.action_space, "shape", None)
+    if action_dim is not None and shape and int(np.prod(shape)) != action_dim:
+        raise ValueError(
+            f"env actions have shape {tuple(shape)}, but the policy was fitted "
+            f"on {action_dim}-dimensional actions."
         )
 
 
@@ -271,7 +278,7 @@ def evaluate_policy(
     n_episodes = check_int(n_episodes, "n_episodes", 1)
     seed = check_int(seed, "seed", 0)
     with _opened(env) as env:
-        _check_observation_shape(policy, env)
+        _check_env_fits(policy, env)
         act = _as_act_fn(policy, env.action_space, seed, stochastic=False)
         convert = _action_converter(env.action_space)
         returns = np.zeros(n_episodes, dtype=np.float64)
@@ -335,7 +342,7 @@ def collect_transitions(
     n_steps = check_int(n_steps, "n_steps", 1)
     seed = check_int(seed, "seed", 0)
     with _opened(env) as env:
-        _check_observation_shape(policy, env)
+        _check_env_fits(policy, env)
         act = _as_act_fn(policy, env.action_space, seed, stochastic=True)
         convert = _action_converter(env.action_space)
         obs_dim = int(np.prod(env.observation_space.shape))
