@@ -424,7 +424,8 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimato
         raise ValueError(f"{name!r} is not an sk_o2o model file.")
     try:
         header = _from_json(json.loads(metadata["sk_o2o"]))
-    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+    # JSON errors, and tagged values (arrays, dtypes, devices) that do not decode
+    except (ValueError, TypeError, KeyError, RuntimeError, RecursionError) as error:
         raise ValueError(f"{name!r} has a damaged sk_o2o header ({error}).") from None
     if not isinstance(header, dict) or not isinstance(header.get("params"), dict):
         raise ValueError(f"{name!r} has a damaged sk_o2o header (no parameters).")
@@ -445,7 +446,10 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimato
         ) from None
     if device is not None:
         estimator.set_params(device=device)
-    estimator._validate_params()  # values as fit would check them
+    try:
+        estimator._validate_params()  # values as fit would check them
+    except ValueError as error:
+        raise ValueError(f"the parameters in {name!r} are invalid: {error}") from None
     try:
         estimator._set_common_state(header["state"], tensors)
         estimator._set_state(header["state"], tensors)

@@ -545,6 +545,26 @@ def test_reward_scale_returns_warns_about_shuffled_rows():
     train, _ = next(KFold(3, shuffle=True, random_state=0).split(rows))
     with pytest.warns(UserWarning, match="fragments"):
         assert scale(train) > 3 * whole  # short fragments: a smaller spread
+    # 20 folds drop one row in 20: with time limits flagged, still unexplained
+    train, _ = next(KFold(20, shuffle=True, random_state=0).split(rows))
+    with pytest.warns(UserWarning, match="fragments"):
+        scale(train)
+    # Short episodes whose ends are flagged are no fragments.
+    n = 1000
+    flags = np.arange(n) % 5 == 4
+    obs = np.random.default_rng(0).normal(size=(n, 2))
+    next_obs = np.roll(obs, -1, axis=0)
+    next_obs[flags] += 10.0  # the step after an end starts a new episode
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reward_scale(
+            np.arange(n, dtype=np.float32),
+            np.zeros(n),
+            flags,
+            "returns",
+            observations=obs,
+            next_observations=next_obs,
+        )
 
 
 def test_observation_scaler_standardises():

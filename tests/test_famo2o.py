@@ -363,6 +363,17 @@ def test_td3bc_base_ignores_the_iql_only_parameters_and_says_so(data):
         terminals=data.terminals[:20],
         n_updates=1,
     )
+    # files saved before this rule list expectile among the fitted parameters
+    policy._fitted_params["expectile"] = 0.9
+    policy.set_params(expectile=0.7)
+    policy.partial_fit(
+        data.observations[:20],
+        data.actions[:20],
+        rewards=data.rewards[:20],
+        next_observations=data.next_observations[:20],
+        terminals=data.terminals[:20],
+        n_updates=1,
+    )
     iql = FamO2OPolicy(n_steps=2, **FAST).fit(data).set_params(expectile=0.8)
     with pytest.raises(ValueError, match=r"expectile=0\.7 to 0\.8"):
         iql.partial_fit(

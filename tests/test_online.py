@@ -371,6 +371,30 @@ def test_fit_online_refuses_eval_envs_that_would_corrupt_or_break_the_run():
         evaluate_policy(policy, TwoActions(env), n_episodes=1)
 
 
+class ColumnObservations(gymnasium.ObservationWrapper):
+    """Pendulum with (3, 1) observations."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.observation_space = gymnasium.spaces.Box(-8.0, 8.0, (3, 1), np.float32)
+
+    def observation(self, observation):
+        return np.asarray(observation, dtype=np.float32).reshape(3, 1)
+
+
+def test_helpers_flatten_observations_for_a_policy_fitted_on_collected_rows():
+    from sk_o2o import IQLPolicy
+
+    env = ColumnObservations(gymnasium.make(ENV))
+    data = collect_transitions(None, env, n_steps=50)
+    assert data["observations"].shape == (50, 3)
+    policy = IQLPolicy(
+        n_steps=2, hidden_sizes=(8,), reward_scaling="none", device="cpu"
+    ).fit(data)
+    assert collect_transitions(policy, env, n_steps=5)["observations"].shape == (5, 3)
+    assert evaluate_policy(policy, env, n_episodes=1).shape == (1,)
+
+
 def test_fit_online_after_load_warns_that_the_buffer_is_empty(tmp_path):
     import sk_o2o
     from sk_o2o.datasets import load_dataset
@@ -378,6 +402,9 @@ def test_fit_online_after_load_warns_that_the_buffer_is_empty(tmp_path):
     policy = _tiny_policy()
     policy.save(tmp_path / "policy.safetensors")
     loaded = sk_o2o.load(tmp_path / "policy.safetensors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded.fit_online(ENV, 0)  # nothing trained: nothing to warn about
     with pytest.warns(UserWarning, match="no training data in its buffer"):
         loaded.fit_online(ENV, 3)
     assert len(loaded.buffer_) == 3

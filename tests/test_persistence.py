@@ -257,6 +257,21 @@ def _without(mapping, key):
             "damaged fitted state.*n_features_in_",
         ),
         (lambda h: _without(h, "state"), "damaged fitted state"),
+        (
+            lambda h: {**h, "params": {**h["params"], "n_steps": None}},
+            r"parameters in .*damaged.safetensors' are invalid.*n_steps",
+        ),
+        (
+            lambda h: {**h, "params": {**h["params"], "device": {"__device__": "x"}}},
+            "damaged sk_o2o header",
+        ),
+        (
+            lambda h: {
+                **h,
+                "params": {**h["params"], "hidden_sizes": {"__tuple__": 3}},
+            },
+            "damaged sk_o2o header",
+        ),
     ],
 )
 def test_load_refuses_a_damaged_header_with_a_value_error(

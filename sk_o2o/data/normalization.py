@@ -180,18 +180,24 @@ def reward_scale(
         next_observations=next_observations,
     )
     n_breaks = int(ids[-1]) - int(episode_ids(terminals, timeouts)[-1])
-    # Time-limit ends found this way are rare (one per episode); breaks this
-    # frequent mean the rows were shuffled and the returns are fragments'. Above
-    # half, warn_if_next_observations_do_not_follow speaks (maybe another space).
-    if n_breaks >= 10 and len(rewards) / 10 < n_breaks <= len(rewards) / 2:
+    # Breaks in the succession that no flag explains: time-limit ends where the
+    # data carry no timeouts (one per episode), else rows dropped from episodes,
+    # e.g. by a shuffled KFold, whose fragments' returns then set the scale. With
+    # timeouts flagged, a few breaks already tell; without, only a rate no
+    # episode length explains. Above half the rows,
+    # warn_if_next_observations_do_not_follow speaks (maybe another space).
+    flagged = timeouts is not None and bool(np.any(timeouts))
+    rate = 0.01 if flagged else 0.1
+    if n_breaks >= 10 and rate * len(rewards) < n_breaks <= len(rewards) / 2:
         warnings.warn(
             f"reward_scaling='returns' found {n_breaks} places in {len(rewards)} "
             "transitions where next_observations[i] is not X[i + 1] and no "
             "terminal or timeout ends the episode, so it scales the rewards by the "
-            "returns of episode fragments, not of whole episodes. A shuffled split "
-            "(KFold(shuffle=True), ShuffleSplit, train_test_split) does this: split "
-            "by episode (GroupKFold with groups=episode_ids), or choose "
-            "reward_scaling='standard'.",
+            "returns of episode fragments, not of whole episodes. Rows dropped at "
+            "random from episode-ordered data (KFold(shuffle=True), "
+            "StratifiedKFold(shuffle=True)) do this: split by episode (GroupKFold "
+            "with groups=episode_ids), or choose reward_scaling='standard'. (If "
+            "these are the ends of short episodes, pass timeouts to say so.)",
             UserWarning,
             stacklevel=4,
         )

@@ -25,10 +25,10 @@ __all__ = [
     "D4RL_KEYS",
     "DatasetLike",
     "Transitions",
-    "as_float_array",
     "as_transitions",
     "check_finite",
     "check_flags",
+    "check_float_array",
     "episode_ends",
     "episode_ids",
     "is_dataset",
@@ -240,7 +240,7 @@ def to_numpy(values):
     return values
 
 
-def as_float_array(values, name: str, *, ndim: int) -> np.ndarray:
+def check_float_array(values, name: str, *, ndim: int) -> np.ndarray:
     """A finite float32 array with ``ndim`` dimensions; errors name ``name``."""
     values = to_numpy(values)
     if ndim == 1 and np.ndim(values) == 0:  # one transition's reward or flag,
@@ -266,7 +266,7 @@ def as_float_array(values, name: str, *, ndim: int) -> np.ndarray:
 
 
 def _as_flags(values, name: str) -> np.ndarray:
-    array = as_float_array(values, name, ndim=1)
+    array = check_float_array(values, name, ndim=1)
     return check_flags(array, name).astype(np.float32)
 
 
@@ -287,16 +287,16 @@ def _from_arrays(X, y, rewards, next_observations, terminals, timeouts) -> Trans
             "and rewards=, next_observations=, terminals= as keyword arguments, "
             "or one dataset (a mapping with D4RL keys, a d3rlpy dataset or a path)."
         )
-    observations = as_float_array(X, "X", ndim=2)
+    observations = check_float_array(X, "X", ndim=2)
     actions = np.asarray(to_numpy(y))
     actions_1d = actions.ndim == 1
-    actions = as_float_array(
+    actions = check_float_array(
         actions.reshape(-1, 1) if actions_1d else actions, "y", ndim=2
     )
     arrays = {
         "y": actions,
-        "rewards": as_float_array(rewards, "rewards", ndim=1),
-        "next_observations": as_float_array(
+        "rewards": check_float_array(rewards, "rewards", ndim=1),
+        "next_observations": check_float_array(
             next_observations, "next_observations", ndim=2
         ),
         "terminals": _as_flags(terminals, "terminals"),

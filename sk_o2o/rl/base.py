@@ -39,9 +39,9 @@ from sk_o2o.data.normalization import (
 from sk_o2o.data.transitions import (
     DatasetLike,
     Transitions,
-    as_float_array,
     as_transitions,
     check_finite,
+    check_float_array,
     is_dataset,
     to_numpy,
     warn_if_next_observations_do_not_follow,
@@ -449,7 +449,7 @@ class BaseRLPolicy(TorchEstimator):
         obs = self._observations_tensor(X)
         weights = None
         if sample_weight is not None:
-            weights = as_float_array(sample_weight, "sample_weight", ndim=1)
+            weights = check_float_array(sample_weight, "sample_weight", ndim=1)
             if len(weights) != len(obs):
                 raise ValueError(
                     f"sample_weight has {len(weights)} entries but X has {len(obs)}."
@@ -589,7 +589,9 @@ class BaseRLPolicy(TorchEstimator):
         changed = [
             f"{name}={fitted[name]!r} to {value!r}"
             for name, value in self.get_params(deep=False).items()
-            if name in fitted and not _same_param(value, fitted[name])
+            if name in fitted
+            and name not in self._unused_params()
+            and not _same_param(value, fitted[name])
         ]
         if changed:
             raise ValueError(
@@ -636,7 +638,7 @@ class BaseRLPolicy(TorchEstimator):
             {
                 name: value
                 for name, value in self.get_params(deep=False).items()
-                if name not in self._LIVE_PARAMS | self._unused_params()
+                if name not in self._LIVE_PARAMS
             }
         )
         self.history_: list[dict[str, Any]] = []
@@ -825,7 +827,7 @@ class BaseRLPolicy(TorchEstimator):
                 "the middle of a training episode. Pass another instance, or leave "
                 "eval_env=None for a copy of env."
             )
-        if n_updates_per_step and not len(self.__dict__.get("buffer_", ())):
+        if n_steps and n_updates_per_step and not len(self.__dict__.get("buffer_", ())):
             warnings.warn(
                 f"this {type(self).__name__} has no training data in its buffer "
                 "(sk_o2o.load does not save the buffer), so fit_online trains on "

@@ -392,7 +392,7 @@ class FamO2OPolicy(BaseRLPolicy):
 
     _DEFAULT_BALANCE_RANGES = {"iql": (1.0, 5.0), "td3bc": (1.0, 4.0)}
     _DEFAULT_REWARD_SCALINGS = {"iql": "returns", "td3bc": "none"}
-    _IQL_ONLY = {"expectile": 0.7, "value_lr": 3e-4}
+    _IQL_ONLY = ("expectile", "value_lr")
 
     def _reward_scaling(self) -> str:
         if self.reward_scaling is None:
@@ -431,10 +431,9 @@ class FamO2OPolicy(BaseRLPolicy):
                 batch_mean_weights=self.advantage_weighting == "batch_mean",
             )
         else:
+            defaults = type(self)().get_params()
             changed = [
-                name
-                for name, default in self._IQL_ONLY.items()
-                if getattr(self, name) != default
+                name for name in self._IQL_ONLY if getattr(self, name) != defaults[name]
             ]
             if changed:
                 warnings.warn(

@@ -194,12 +194,13 @@ def _as_act_fn(
 
 def _check_env_fits(policy: Any, env: Any) -> None:
     """Refuse an env whose observations or actions a fitted policy does not fit."""
+    # observations are flattened to rows, as collect_transitions stores them
     n_features = getattr(policy, "n_features_in_", None)
     shape = getattr(env.observation_space, "shape", None)
-    if n_features is not None and shape is not None and tuple(shape) != (n_features,):
+    if n_features is not None and shape is not None and np.prod(shape) != n_features:
         raise ValueError(
             f"env observations have shape {tuple(shape)}, but the policy was "
-            f"fitted on {n_features} features."
+            f"fitted on {n_features} feature{'s' if n_features != 1 else ''}."
         )
     action_dim = getattr(policy, "action_dim_", None)
     shape = getattr(env.action_space, "shape", None)
@@ -286,7 +287,7 @@ def evaluate_policy(
             obs, _ = env.reset(seed=seed + i)
             total, done = 0.0, False
             while not done:
-                action = convert(act(np.asarray(obs, dtype=np.float32)[None]))
+                action = convert(act(np.asarray(obs, dtype=np.float32).reshape(1, -1)))
                 obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)
                 done = terminated or truncated

@@ -90,7 +90,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
     def set_params(self, **params: Any) -> Self:
         """Set parameters, as any scikit-learn estimator; see ``get_params``."""
         nested = sorted(key for key in params if key.startswith("estimator__"))
-        if nested and "estimator" not in params and self.estimator is None:
+        if nested and params.get("estimator", self.estimator) is None:
             raise ValueError(
                 f"{nested[0]} sets a parameter of estimator, which is None (the "
                 "built-in net, made when fit runs). Pass the same net as "
