@@ -7,6 +7,11 @@ health check.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -119,3 +124,24 @@ def fitted_policy(transitions):
     """A tiny IQLPolicy fitted on ``transitions``. Do not mutate it: clone/copy."""
     data = transitions
     return make_policy().fit(data["observations"], data["actions"], **fit_kwargs(data))
+
+
+def run_script(path: Path, *args: str, cwd: Path) -> str:
+    """Run a script as a user would (one thread, no display); return its stdout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    done = subprocess.run(
+        [sys.executable, str(path), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(name="run_script", scope="session")
+def _run_script_fixture():
+    """``run_script(path, *args, cwd=)``: a script's stdout, failing on an error."""
+    return run_script

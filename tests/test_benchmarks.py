@@ -9,9 +9,6 @@ asserted here.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,18 +20,12 @@ pytest.importorskip("matplotlib")
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _run(script: str, *args: str, cwd: Path) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+@pytest.fixture
+def run(run_script):
+    def run(script: str, *args: str, cwd: Path) -> str:
+        return run_script(BENCHMARKS / script, *args, cwd=cwd)
+
+    return run
 
 
 def _last_json(out: str) -> dict:
@@ -44,8 +35,8 @@ def _last_json(out: str) -> dict:
     return json.loads("\n".join(lines[start:]))
 
 
-def test_iql_throughput_reports_rates_and_ratios(tmp_path):
-    out = _run(
+def test_iql_throughput_reports_rates_and_ratios(run, tmp_path):
+    out = run(
         "iql_throughput.py",
         *("--steps", "10", "--transitions", "2000", "--repeats", "1"),
         cwd=tmp_path,
@@ -56,16 +47,16 @@ def test_iql_throughput_reports_rates_and_ratios(tmp_path):
     assert result["ratio_iql"] > 0 and result["ratio_famo2o"] > 0
 
 
-def test_memory_reports_both_libraries(tmp_path):
-    out = _run("memory_1m.py", "--transitions", "5000", cwd=tmp_path)
+def test_memory_reports_both_libraries(run, tmp_path):
+    out = run("memory_1m.py", "--transitions", "5000", cwd=tmp_path)
     result = _last_json(out)
     assert result["transitions"] == 5000
     for lib in ("sk_o2o", "d3rlpy"):
         assert result[lib]["raw_MiB"] > 0
 
 
-def test_famo2o_returns_writes_its_table_and_curves(tmp_path):
-    out = _run(
+def test_famo2o_returns_writes_its_table_and_curves(run, tmp_path):
+    out = run(
         "famo2o_returns.py",
         *("--datasets", "pendulum-medium-v0", "--seeds", "0"),
         *("--offline-steps", "20", "--online-steps", "40", "--eval-interval", "20"),
@@ -80,8 +71,8 @@ def test_famo2o_returns_writes_its_table_and_curves(tmp_path):
     }
 
 
-def test_famo2o_offline_seeds_writes_its_results(tmp_path):
-    _run(
+def test_famo2o_offline_seeds_writes_its_results(run, tmp_path):
+    run(
         "famo2o_offline_seeds.py",
         *("--dataset", "pendulum-medium-v0", "--steps", "20", "--seeds", "0"),
         *("--episodes", "1", "--out", "out"),
@@ -90,8 +81,8 @@ def test_famo2o_offline_seeds_writes_its_results(tmp_path):
     assert (tmp_path / "out" / "famo2o_offline_seeds.json").is_file()
 
 
-def test_iql_online_stall_writes_its_results(tmp_path):
-    _run(
+def test_iql_online_stall_writes_its_results(run, tmp_path):
+    run(
         "iql_online_stall.py",
         *("--dataset", "pendulum-medium-replay-v0", "--offline-steps", "20"),
         *("--online-steps", "40", "--out", "out"),
@@ -100,8 +91,8 @@ def test_iql_online_stall_writes_its_results(tmp_path):
     assert len(list((tmp_path / "out").glob("iql_online_stall_*.json"))) == 1
 
 
-def test_unlearning_benchmark_writes_its_results(tmp_path):
-    _run(
+def test_unlearning_benchmark_writes_its_results(run, tmp_path):
+    run(
         "unlearning.py",
         *("--datasets", "digits", "--scenarios", "class", "--out", "out"),
         cwd=tmp_path,

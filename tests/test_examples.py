@@ -8,9 +8,6 @@ the README's first command).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,22 +18,16 @@ pytest.importorskip("matplotlib")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def _run(script: str, *args: str, cwd: Path) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+@pytest.fixture
+def run(run_script):
+    def run(script: str, *args: str, cwd: Path) -> str:
+        return run_script(EXAMPLES / script, *args, cwd=cwd)
+
+    return run
 
 
-def test_quickstart(tmp_path):
-    out = _run("quickstart.py", "--n-steps", "50", "--out", "q", cwd=tmp_path)
+def test_quickstart(run, tmp_path):
+    out = run("quickstart.py", "--n-steps", "50", "--out", "q", cwd=tmp_path)
     assert "IQLPolicy" in out and "saved and reloaded" in out
     assert {p.name for p in (tmp_path / "q").iterdir()} == {
         "iql_pendulum.safetensors",
@@ -44,8 +35,8 @@ def test_quickstart(tmp_path):
     }
 
 
-def test_famo2o_offline_to_online(tmp_path):
-    out = _run(
+def test_famo2o_offline_to_online(run, tmp_path):
+    out = run(
         "famo2o_offline_to_online.py",
         *("--offline-steps", "100", "--online-steps", "200"),
         *("--eval-interval", "100", "--out", "f"),
@@ -58,12 +49,12 @@ def test_famo2o_offline_to_online(tmp_path):
     }
 
 
-def test_model_selection(tmp_path):
-    out = _run("model_selection.py", "--n-steps", "20", cwd=tmp_path)
+def test_model_selection(run, tmp_path):
+    out = run("model_selection.py", "--n-steps", "20", cwd=tmp_path)
     assert "best:" in out and "Pipeline (angle feature + IQL), best:" in out
 
 
-def test_unlearning(tmp_path):
-    out = _run("unlearning.py", "--out", "u", cwd=tmp_path)
+def test_unlearning(run, tmp_path):
+    out = run("unlearning.py", "--out", "u", cwd=tmp_path)
     assert "FAMR moved the weights" in out
     assert (tmp_path / "u" / "unlearning.png").is_file()

@@ -351,38 +351,28 @@ def test_each_base_defaults_to_its_fixed_beta_siblings_reward_scaling(data):
 
 
 def test_td3bc_base_ignores_the_iql_only_parameters_and_says_so(data):
+    def a_step(policy):
+        rows = slice(0, 20)
+        policy.partial_fit(
+            data.observations[rows],
+            data.actions[rows],
+            rewards=data.rewards[rows],
+            next_observations=data.next_observations[rows],
+            terminals=data.terminals[rows],
+            n_updates=1,
+        )
+
     with pytest.warns(UserWarning, match="expectile applies to algo='iql' only"):
         policy = FamO2OPolicy(algo="td3bc", expectile=0.9, n_steps=2, **FAST).fit(data)
     # they shaped nothing, so changing them later is no reason to refuse a step
     policy.set_params(expectile=0.8, value_lr=1e-2)
-    policy.partial_fit(
-        data.observations[:20],
-        data.actions[:20],
-        rewards=data.rewards[:20],
-        next_observations=data.next_observations[:20],
-        terminals=data.terminals[:20],
-        n_updates=1,
-    )
+    a_step(policy)
     # files saved before this rule list expectile among the fitted parameters
     policy._fitted_params["expectile"] = 0.9
-    policy.set_params(expectile=0.7)
-    policy.partial_fit(
-        data.observations[:20],
-        data.actions[:20],
-        rewards=data.rewards[:20],
-        next_observations=data.next_observations[:20],
-        terminals=data.terminals[:20],
-        n_updates=1,
-    )
+    a_step(policy.set_params(expectile=0.7))
     iql = FamO2OPolicy(n_steps=2, **FAST).fit(data).set_params(expectile=0.8)
     with pytest.raises(ValueError, match=r"expectile=0\.7 to 0\.8"):
-        iql.partial_fit(
-            data.observations[:20],
-            data.actions[:20],
-            rewards=data.rewards[:20],
-            next_observations=data.next_observations[:20],
-            terminals=data.terminals[:20],
-        )
+        a_step(iql)
 
 
 @pytest.mark.parametrize("threads", [1, 2])  # one step, or two halves
