@@ -130,6 +130,64 @@ def test_from_d3rlpy_mdp_dataset():
     np.testing.assert_array_equal(t.next_observations[6], obs[7])
 
 
+def test_a_discrete_d3rlpy_dataset_is_refused():
+    d3rlpy = pytest.importorskip("d3rlpy")
+    rng = np.random.default_rng(0)
+    terminals = np.zeros(20)
+    terminals[[9, 19]] = 1.0
+    dataset = d3rlpy.dataset.MDPDataset(
+        rng.normal(size=(20, 3)).astype(np.float32),
+        rng.integers(0, 3, 20),  # d3rlpy takes integer actions as discrete
+        rng.normal(size=20),
+        terminals,
+    )
+    with pytest.raises(ValueError, match="discrete actions"):
+        as_transitions(dataset)
+
+
+def test_a_dataset_s_errors_name_its_keys(make_transitions, tmp_path):
+    data = make_transitions(n=20)
+    bad = {**data, "actions": data["actions"].copy()}
+    bad["actions"][9, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^actions contains NaN.*index 9"):
+        as_transitions(bad)
+    with pytest.raises(ValueError, match="actions has 19 entries but observations"):
+        as_transitions({**data, "actions": data["actions"][:19]})
+    with pytest.raises(ValueError, match=r"observations must be 2-dimensional"):
+        as_transitions({**data, "observations": data["observations"][:, :, None]})
+    with pytest.raises(ValueError, match=r"X must be 2-dimensional"):
+        as_transitions(
+            data["observations"][:, :, None],
+            data["actions"],
+            **{k: data[k] for k in ("rewards", "next_observations", "terminals")},
+        )
+    # D4RL's raw files have no next_observations: say how to build them
+    without = {k: v for k, v in data.items() if k != "next_observations"}
+    with pytest.raises(ValueError, match=r"d4rl\.qlearning_dataset"):
+        as_transitions(without)
+    with pytest.raises(ValueError, match=r"use sk_o2o\.datasets\.load_dataset"):
+        as_transitions("pendulum-medium-v0")
+    with pytest.raises(ValueError, match=r"does not exist\.$"):
+        as_transitions(tmp_path / "missing.npz")
+
+
+def test_next_observations_shifted_across_time_limits_are_flagged():
+    from sk_o2o.data.transitions import warn_if_next_observations_do_not_follow
+
+    data = load_dataset("pendulum-medium-replay-v0")
+    args = (data.observations, data.next_observations, data.terminals)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_next_observations_do_not_follow(*args, data.timeouts)
+    # the naive construction from D4RL's arrays: s' of a timed-out row is the
+    # next episode's first state
+    shifted = np.vstack([data.observations[1:], data.observations[-1:]])
+    with pytest.warns(UserWarning, match=r"equals X\[i \+ 1\] at 17 of the 17"):
+        warn_if_next_observations_do_not_follow(
+            data.observations, shifted, data.terminals, data.timeouts
+        )
+
+
 def test_one_dimensional_y_becomes_column(make_transitions, fit_kwargs):
     data = make_transitions(n=15, act_dim=1)
     t = as_transitions(data["observations"], data["actions"][:, 0], **fit_kwargs(data))

@@ -141,17 +141,34 @@ def warn_if_next_observations_do_not_follow(
     *,
     stacklevel: int = 2,
 ) -> None:
-    """Warn when ``next_observations[i]`` is mostly not ``observations[i + 1]``.
+    """Warn when ``next_observations`` do not follow ``observations`` as they should.
+
+    Where a timeout ends an episode, ``next_observations[i]`` must not be
+    ``observations[i + 1]``, the next episode's first state (the mistake of
+    building next observations by shifting D4RL's arrays).
 
     Inside episodes (no terminal or timeout flag) the two are the same state. If
     they mostly differ, the arrays are in different spaces (a ``Pipeline``
     transforms ``X`` but hands ``next_observations`` to the policy unchanged) or
     the transitions are not in episode order.
     """
+    jumps = _jumps(observations, next_observations)
+    if timeouts is not None:
+        cut = check_flags(timeouts, "timeouts", len(jumps) + 1)[:-1].astype(bool)
+        naive = int((cut & ~jumps).sum())
+        if naive and naive >= cut.sum() / 2:
+            warnings.warn(
+                f"next_observations[i] equals X[i + 1] at {naive} of the "
+                f"{int(cut.sum())} transitions that a timeout ends, where X[i + 1] "
+                "starts the next episode: those transitions bootstrap from another "
+                "episode's first state. Give the true state after the time-limit "
+                "step, or drop those transitions, as d4rl.qlearning_dataset does.",
+                UserWarning,
+                stacklevel=stacklevel + 1,
+            )
     inside = ~episode_ends(terminals, timeouts)[:-1]
     if inside.sum() < 10:  # too few to tell
         return
-    jumps = _jumps(observations, next_observations)
     n_jumps, n_inside = int(jumps[inside].sum()), int(inside.sum())
     if n_jumps > n_inside / 2:
         warnings.warn(
@@ -243,6 +260,10 @@ def to_numpy(values):
 def check_float_array(values, name: str, *, ndim: int) -> np.ndarray:
     """A finite float32 array with ``ndim`` dimensions; errors name ``name``."""
     values = to_numpy(values)
+    if np.ndim(values) > 2:  # scikit-learn's message would not name the argument
+        raise ValueError(
+            f"{name} must be {ndim}-dimensional, got shape {np.shape(values)}."
+        )
     if ndim == 1 and np.ndim(values) == 0:  # one transition's reward or flag,
         values = np.reshape(values, 1)  # a scalar as env.step returns it
     array = check_array(
@@ -270,11 +291,14 @@ def _as_flags(values, name: str) -> np.ndarray:
     return check_flags(array, name).astype(np.float32)
 
 
-def _from_arrays(X, y, rewards, next_observations, terminals, timeouts) -> Transitions:
+def _from_arrays(
+    X, y, rewards, next_observations, terminals, timeouts, *, names=("X", "y")
+) -> Transitions:
+    x_name, y_name = names  # "observations", "actions" for a dataset
     missing = [
         name
         for name, value in (
-            ("y", y),
+            (y_name, y),
             ("rewards", rewards),
             ("next_observations", next_observations),
             ("terminals", terminals),
@@ -287,14 +311,14 @@ def _from_arrays(X, y, rewards, next_observations, terminals, timeouts) -> Trans
             "and rewards=, next_observations=, terminals= as keyword arguments, "
             "or one dataset (a mapping with D4RL keys, a d3rlpy dataset or a path)."
         )
-    observations = check_float_array(X, "X", ndim=2)
+    observations = check_float_array(X, x_name, ndim=2)
     actions = np.asarray(to_numpy(y))
     actions_1d = actions.ndim == 1
     actions = check_float_array(
-        actions.reshape(-1, 1) if actions_1d else actions, "y", ndim=2
+        actions.reshape(-1, 1) if actions_1d else actions, y_name, ndim=2
     )
     arrays = {
-        "y": actions,
+        y_name: actions,
         "rewards": check_float_array(rewards, "rewards", ndim=1),
         "next_observations": check_float_array(
             next_observations, "next_observations", ndim=2
@@ -306,15 +330,15 @@ def _from_arrays(X, y, rewards, next_observations, terminals, timeouts) -> Trans
     for name, array in arrays.items():
         if len(array) != len(observations):
             raise ValueError(
-                f"{name} has {len(array)} entries but X has {len(observations)}; "
-                "every transition needs one of each."
+                f"{name} has {len(array)} entries but {x_name} has "
+                f"{len(observations)}; every transition needs one of each."
             )
     check_consistent_length(observations, *arrays.values())
-    del arrays["y"]
+    del arrays[y_name]
     if arrays["next_observations"].shape[1] != observations.shape[1]:
         raise ValueError(
             f"next_observations has {arrays['next_observations'].shape[1]} "
-            f"features but X has {observations.shape[1]}."
+            f"features but {x_name} has {observations.shape[1]}."
         )
     return Transitions(observations, actions, **arrays, actions_1d=actions_1d)
 
@@ -322,8 +346,16 @@ def _from_arrays(X, y, rewards, next_observations, terminals, timeouts) -> Trans
 def _from_mapping(data: Mapping) -> Transitions:
     missing = [k for k in D4RL_KEYS[:-1] if k not in data]
     if missing:
+        hint = ""
+        if missing == ["next_observations"]:  # as in D4RL's raw hdf5 files
+            hint = (
+                " Build next_observations[i] = observations[i + 1] inside episodes "
+                "and drop each episode's last transition, whose successor is not "
+                "stored (d4rl.qlearning_dataset does this)."
+            )
         raise ValueError(
             f"the dataset lacks the D4RL key(s) {missing}; it has {sorted(data)}."
+            + hint
         )
     return _from_arrays(
         data["observations"],
@@ -332,13 +364,17 @@ def _from_mapping(data: Mapping) -> Transitions:
         data["next_observations"],
         data["terminals"],
         data.get("timeouts"),
+        names=("observations", "actions"),
     )
 
 
 def _from_file(path: str | os.PathLike) -> Transitions:
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise ValueError(f"dataset file {path!r} does not exist.")
+        hint = ""
+        if not os.path.splitext(path)[1]:
+            hint = " To load a dataset by name, use sk_o2o.datasets.load_dataset."
+        raise ValueError(f"dataset file {path!r} does not exist.{hint}")
     if path.endswith(".npz"):
         with np.load(path, allow_pickle=False) as data:
             return _from_mapping({k: data[k] for k in data.files if k in D4RL_KEYS})
@@ -359,6 +395,12 @@ def _from_d3rlpy(buffer) -> Transitions:
     step keeps its own observation as a placeholder next observation (it is never
     bootstrapped from), a timed-out last step is dropped.
     """
+    space = getattr(getattr(buffer, "dataset_info", None), "action_space", None)
+    if getattr(space, "name", None) == "DISCRETE":
+        raise ValueError(
+            "the d3rlpy dataset has discrete actions; sk_o2o's policies act in "
+            "continuous (Box) action spaces."
+        )
     parts: dict[str, list[np.ndarray]] = {k: [] for k in D4RL_KEYS}
     for episode in buffer.episodes:
         obs = np.asarray(episode.observations, dtype=np.float32)
