@@ -335,3 +335,15 @@ def test_a_dataset_in_data_home_shadows_the_shipped_one_of_that_name(
     )
     assert len(load_dataset("pendulum-medium-v0", data_home=tmp_path).rewards) == 7
     assert len(load_dataset("pendulum-medium-v0", data_home=tmp_path / "x").rewards) > 7
+
+
+def test_builder_command_line_refuses_unknown_qualities(capsys):
+    from sk_o2o.datasets.builder import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--qualities", "bogus"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "(default: 20000)" in capsys.readouterr().out

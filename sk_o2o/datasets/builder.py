@@ -528,30 +528,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="python -m sk_o2o.datasets.builder",
-        description="Build D4RL-style datasets for a Gymnasium task with SAC.",
+        description="Build D4RL-style datasets for a Gymnasium task with SAC "
+        "(see sk_o2o.datasets.builder.build_datasets).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--env", default="Pendulum-v1", help="Gymnasium env id")
-    parser.add_argument("--n-sac-steps", type=int, default=20_000)
-    parser.add_argument("--n-transitions", type=int, default=20_000)
-    parser.add_argument("--qualities", nargs="+", default=list(QUALITIES))
-    parser.add_argument(
-        "--out", default=None, help="output folder (default: the data home)"
+    add = parser.add_argument
+    add("--env", default="Pendulum-v1", help="Gymnasium env id (Box actions)")
+    add("--n-sac-steps", type=int, default=20_000, help="SAC environment steps")
+    add(
+        "--n-transitions",
+        type=int,
+        default=20_000,
+        help="transitions of the random, medium and expert datasets",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--random-steps", type=int, default=1_000)
-    parser.add_argument("--eval-interval", type=int, default=500)
-    parser.add_argument("--n-eval-episodes", type=int, default=5)
-    parser.add_argument("--n-ref-episodes", type=int, default=20)
-    parser.add_argument("--medium-fraction", type=float, default=1 / 3)
-    parser.add_argument("--medium-target-return", type=float, default=None)
-    parser.add_argument("--hidden-units", type=int, nargs="+", default=[256, 256])
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--learning-rate", type=float, default=3e-4)
-    parser.add_argument("--version", default="v0")
-    parser.add_argument(
-        "--n-threads", type=int, default=None, help="PyTorch CPU threads"
+    add(
+        "--qualities",
+        nargs="+",
+        choices=QUALITIES,
+        default=list(QUALITIES),
+        metavar="QUALITY",
+        help=f"datasets to write, among {', '.join(QUALITIES)}",
     )
-    parser.add_argument("--quiet", action="store_true", help="print nothing")
+    add("--out", default=None, help="output folder (default: the data home)")
+    add("--seed", type=int, default=0, help="seed of d3rlpy, the envs and sampling")
+    add(
+        "--random-steps",
+        type=int,
+        default=1_000,
+        help="initial uniform random steps, no updates",
+    )
+    add(
+        "--eval-interval",
+        type=int,
+        default=500,
+        help="steps between evaluations and policy snapshots",
+    )
+    add("--n-eval-episodes", type=int, default=5, help="episodes per evaluation")
+    add(
+        "--n-ref-episodes",
+        type=int,
+        default=20,
+        help="episodes measuring the random and final SAC reference returns",
+    )
+    add(
+        "--medium-fraction",
+        type=float,
+        default=1 / 3,
+        help="medium level, as a fraction from the random to the final return",
+    )
+    add(
+        "--medium-target-return",
+        type=float,
+        default=None,
+        help="medium level as an evaluated return (overrides --medium-fraction)",
+    )
+    add(
+        "--hidden-units",
+        type=int,
+        nargs="+",
+        default=[256, 256],
+        help="SAC hidden layers",
+    )
+    add("--batch-size", type=int, default=256, help="SAC mini-batch size")
+    add("--learning-rate", type=float, default=3e-4, help="SAC learning rates")
+    add("--version", default="v0", help="version suffix of the dataset names")
+    add("--n-threads", type=int, default=None, help="PyTorch CPU threads")
+    add("--quiet", action="store_true", help="print nothing")
     args = parser.parse_args(argv)
     build_datasets(
         args.env,
