@@ -80,6 +80,9 @@ def test_from_npz(tmp_path, make_transitions):
     np.savez(path, **data, extra=np.arange(3))
     _assert_same(as_transitions(path), data)
     _assert_same(as_transitions(str(path)), data)
+    upper = tmp_path / "DATA.NPZ"  # the suffix in any case
+    path.rename(upper)
+    _assert_same(as_transitions(upper), data)
 
 
 @pytest.mark.parametrize("suffix", [".hdf5", ".h5"])

@@ -388,6 +388,14 @@ def test_malformed_action_bounds(data, make_policy, fit_kwargs, bounds):
         )
 
 
+def test_infinite_action_bounds_name_the_dimension(data, make_policy, fit_kwargs):
+    bounds = ([-1.0, -np.inf], [1.0, 1.0])  # the data have 2 action dimensions
+    with pytest.raises(ValueError, match="first infinite at dimension 1"):
+        make_policy(action_bounds=bounds).fit(
+            data["observations"], data["actions"], **fit_kwargs(data)
+        )
+
+
 # --------------------------------------------------------------------- failed fit
 def _snapshot(policy, X):
     return {

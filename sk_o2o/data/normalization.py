@@ -121,8 +121,13 @@ def fit_action_scaler(actions: np.ndarray, action_bounds) -> ActionScaler:
                 "action_bounds must hold numbers, scalars or arrays of length "
                 f"{dim} (the actions' dimension), got {action_bounds!r}."
             ) from None
-        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
-            raise ValueError("action_bounds must be finite.")
+        infinite = np.flatnonzero(~(np.isfinite(low) & np.isfinite(high)))
+        if len(infinite):
+            raise ValueError(
+                f"action_bounds must be finite, got low={low.tolist()}, "
+                f"high={high.tolist()} (first infinite at dimension {infinite[0]}); "
+                "the policy scales actions to [-1, 1] by these bounds."
+            )
         if np.any(high <= low):
             raise ValueError(f"action_bounds need low < high, got {low}, {high}.")
         check_actions_in_bounds(actions, low, high, "action_bounds")

@@ -375,10 +375,11 @@ def _from_file(path: str | os.PathLike) -> Transitions:
         if not os.path.splitext(path)[1]:
             hint = " To load a dataset by name, use sk_o2o.datasets.load_dataset."
         raise ValueError(f"dataset file {path!r} does not exist.{hint}")
-    if path.endswith(".npz"):
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
             return _from_mapping({k: data[k] for k in data.files if k in D4RL_KEYS})
-    if path.endswith((".hdf5", ".h5")):
+    if suffix in (".hdf5", ".h5"):
         try:
             import h5py
         except ImportError as exc:  # pragma: no cover - depends on the install
