@@ -992,16 +992,14 @@ class BaseRLPolicy(TorchEstimator):
     def _checked_action_space(self, env):
         import gymnasium
 
+        from sk_o2o.rl.online import _check_env_fits
+
         space = env.action_space
         if not isinstance(space, gymnasium.spaces.Box):
             raise ValueError(
                 f"env must have a continuous (Box) action space, got {space}."
             )
-        if int(np.prod(space.shape)) != self.action_dim_:
-            raise ValueError(
-                f"env actions have shape {space.shape}, but the policy was fitted "
-                f"on {self.action_dim_}-dimensional actions."
-            )
+        _check_env_fits(self, env)  # the sizes evaluate_policy checks too
         return space
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:

@@ -444,16 +444,16 @@ class FamO2OPolicy(BaseRLPolicy):
                     UserWarning,
                     stacklevel=4,  # _make_core, _initialise, fit: the caller's line
                 )
-        if self.algo != "iql" and self.advantage_weighting != "per_sample":
-            raise ValueError(
-                f"advantage_weighting={self.advantage_weighting!r} applies to "
-                f"algo='iql' only; algo={self.algo!r} has no advantage weights."
-            )
-        if self.algo != "iql" and self.actor_lr_schedule != "constant":
-            raise ValueError(
-                f"actor_lr_schedule={self.actor_lr_schedule!r} applies to "
-                f"algo='iql' only, not algo={self.algo!r}."
-            )
+            if self.advantage_weighting != "per_sample":
+                raise ValueError(
+                    f"advantage_weighting={self.advantage_weighting!r} applies to "
+                    f"algo='iql' only; algo={self.algo!r} has no advantage weights."
+                )
+            if self.actor_lr_schedule != "constant":
+                raise ValueError(
+                    f"actor_lr_schedule={self.actor_lr_schedule!r} applies to "
+                    f"algo='iql' only, not algo={self.algo!r}."
+                )
         core_cls, config_cls = self._core_class()
         return core_cls(config_cls(**base), device)
 

@@ -290,7 +290,8 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 f"classes_ {self.classes_.tolist()!r}."
             )
         forgotten = self.classes_[np.searchsorted(self.classes_, forgotten)]
-        again = _not_among(forgotten, self.classes_[self._kept_classes()])
+        kept = self._kept_classes()
+        again = _not_among(forgotten, self.classes_[kept])
         if again:
             warnings.warn(
                 f"classes {again!r} were forgotten by an earlier call; forgetting "
@@ -298,7 +299,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 UserWarning,
                 stacklevel=2,
             )
-        keep = self._kept_classes() & ~np.isin(self.classes_, forgotten)
+        keep = kept & ~np.isin(self.classes_, forgotten)
         if not keep.any():
             raise ValueError(
                 "classes names every class not yet forgotten: nothing would remain."
