@@ -45,6 +45,7 @@ def check_int(value: Any, name: str, minimum: int) -> int:
 
     Examples
     --------
+    >>> from sk_o2o._base import check_int
     >>> check_int(3, "n_steps", 1)
     3
     """
@@ -79,6 +80,7 @@ def resolve_device(device: str | torch.device, *, fallback_to_cpu: bool = False)
 
     Examples
     --------
+    >>> from sk_o2o._base import resolve_device
     >>> resolve_device("cpu")
     device(type='cpu')
     """
@@ -159,7 +161,10 @@ class TorchEstimator(BaseEstimator):
     base class moves them to the estimator's device after unpickling and implements
     the safe persistence format: subclasses give their fitted state through
     ``_get_state_tensors`` and ``_get_json_state``, and take it back in
-    ``_set_state(state, tensors)``.
+    ``_set_state(state, tensors)``. It also seeds the fitted ``generator_`` from
+    ``random_state`` (``_seed_generator``), from which every later random draw
+    comes, and puts the attributes back when a call fails
+    (``_restore_on_error``).
     """
 
     _device_attributes: ClassVar[tuple[str, ...]] = ()
@@ -234,17 +239,29 @@ class TorchEstimator(BaseEstimator):
     def save(self, path: str | os.PathLike) -> None:
         """Save the fitted model to a safetensors file that loads without pickle.
 
-        The file holds the network weights and normalisation statistics as tensors
-        and the parameters, fitted metadata and ``history_`` as JSON. Loading it
-        with :func:`sk_o2o.load` never executes code from the file. The training
-        buffer and optimiser states are not saved: :meth:`partial_fit` after
-        loading continues from the weights with fresh optimisers and a buffer that
-        starts with the new transitions. Use pickle/joblib to keep everything.
+        The file holds the network weights (and an RL policy's normalisation
+        statistics) as tensors, and the parameters, the fitted metadata and
+        ``history_`` (and an unlearner's ``unlearning_history_``) as JSON.
+        Loading it with :func:`sk_o2o.load` never executes code from the file.
+        Optimiser states are not saved, nor is an RL policy's training buffer:
+        ``partial_fit`` after loading continues from the weights with fresh
+        optimisers (a policy's buffer then starts with the new transitions).
+        Use pickle or joblib to keep everything.
 
         Parameters
         ----------
         path : str or os.PathLike
             Destination file, conventionally ending in ``.safetensors``.
+
+        Raises
+        ------
+        TypeError
+            If a parameter holds something the format cannot store as a plain
+            value, in particular a model: an unlearner whose ``estimator`` is
+            not None (a skorch net, a ``FrozenEstimator`` or a torch module)
+            cannot be saved this way. Use pickle or joblib for it.
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
         """
         from safetensors.torch import save_file
         from sklearn.utils.validation import check_is_fitted
@@ -371,7 +388,9 @@ def _registry() -> dict[str, type[TorchEstimator]]:
     return {cls.__name__: cls for cls in classes}
 
 
-def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimator:
+def load(
+    path: str | os.PathLike, *, device: str | torch.device | None = None
+) -> TorchEstimator:
     """Load a model written by ``estimator.save(path)``.
 
     Only sk_o2o estimator classes can be named in the file, and the file is read
@@ -381,7 +400,7 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> TorchEstimato
     ----------
     path : str or os.PathLike
         A file written by :meth:`TorchEstimator.save`.
-    device : str, optional
+    device : str or torch.device, optional
         Override the saved ``device`` parameter (e.g. ``"cpu"`` for a model trained
         with ``device="cuda"``). By default the saved device is used when present,
         else the CPU with a warning.

@@ -40,7 +40,24 @@ __all__ = [
 class EnvReturnScorer:
     """Mean episode return of ``estimator.predict`` in an environment.
 
-    Use :func:`make_env_return_scorer` to build one.
+    Use :func:`make_env_return_scorer` to build one: it checks the arguments.
+    The scorer is called as scikit-learn calls scorers,
+    ``scorer(estimator, X=None, y=None)``: it runs ``n_episodes`` episodes of
+    the fitted ``estimator`` (anything with ``predict``, e.g. a policy or a
+    Pipeline ending in one) with deterministic actions and returns their mean
+    return, a float; ``X`` and ``y`` are ignored.
+
+    Parameters
+    ----------
+    env : str or gymnasium.Env
+        Environment id or instance.
+    n_episodes : int
+        Evaluation episodes, reset with seeds ``seed, seed + 1, ...``.
+    seed : int
+        Seed of the first evaluation episode's reset.
+    reference_returns : (float, float) or None
+        ``(random_return, expert_return)``: the score is then D4RL-normalised,
+        ``100 * (R - random) / (expert - random)``. ``None`` scores the raw return.
     """
 
     def __init__(self, env, n_episodes: int, seed: int, reference_returns):
@@ -84,6 +101,8 @@ def make_env_return_scorer(
     n_episodes : int, default=5
         Evaluation episodes, reset with seeds ``seed, seed + 1, ...``.
     seed : int, default=0
+        Seed of the first episode's reset; the same seed scores every candidate
+        on the same episodes.
     reference_returns : (random_return, expert_return), optional
         If given, the score is D4RL-normalised:
         ``100 * (R - random) / (expert - random)``.
@@ -95,6 +114,7 @@ def make_env_return_scorer(
 
     Examples
     --------
+    >>> from sk_o2o.metrics import make_env_return_scorer
     >>> scorer = make_env_return_scorer("Pendulum-v1", n_episodes=2)
     >>> scorer  # doctest: +ELLIPSIS
     make_env_return_scorer('Pendulum-v1', n_episodes=2, ...)
@@ -148,6 +168,44 @@ class _OfflineScorer(_MetadataRequester):
         terminals=None,
         timeouts=None,
     ) -> float:
+        """Score a policy on held-out transitions (greater is better).
+
+        The scorer is also called this way, as scikit-learn calls scorers:
+        ``scorer(estimator, X, y, rewards=..., next_observations=...,
+        terminals=..., timeouts=...)``. With metadata routing enabled
+        (``sklearn.set_config(enable_metadata_routing=True)``), ``GridSearchCV``
+        and ``cross_validate`` pass the held-out part of the arrays given to
+        their ``fit`` / ``params``: the scorer requests them by default.
+
+        Parameters
+        ----------
+        estimator : estimator
+            A fitted policy, or a :class:`~sklearn.pipeline.Pipeline` ending in
+            one: ``X`` then goes through the earlier steps' ``transform``, and
+            ``next_observations`` are taken as they are, as ``Pipeline.fit``
+            passes them to the policy.
+        X : array-like of shape (n_transitions, obs_dim)
+            Observations of the held-out transitions.
+        y : array-like of shape (n_transitions, act_dim) or (n_transitions,)
+            Their actions. Required: the default ``None`` only follows
+            scikit-learn's scorer signature, and raises a ValueError.
+        rewards : array-like of shape (n_transitions,)
+            Their rewards. Required, as ``next_observations`` and ``terminals``:
+            ``None`` raises a ValueError that explains metadata routing.
+        next_observations : array-like of shape (n_transitions, obs_dim)
+            The states the transitions led to.
+        terminals : array-like of shape (n_transitions,)
+            1 where the episode ended in a terminal state.
+        timeouts : array-like of shape (n_transitions,), optional
+            1 where a time limit cut the episode.
+
+        Returns
+        -------
+        score : float
+            :class:`TDErrorScorer`: the negative mean squared TD error;
+            :class:`InitialStateValueScorer`: the mean value of the episodes'
+            first states.
+        """
         if rewards is None or next_observations is None or terminals is None:
             raise ValueError(
                 f"{type(self).__name__} needs rewards, next_observations and "
@@ -218,6 +276,7 @@ class InitialStateValueScorer(_OfflineScorer):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from sk_o2o import IQLPolicy
     >>> from sk_o2o.datasets import load_dataset
     >>> from sk_o2o.metrics import initial_state_value_scorer
@@ -246,4 +305,9 @@ class InitialStateValueScorer(_OfflineScorer):
 
 
 td_error_scorer = TDErrorScorer()
+"""A :class:`TDErrorScorer`, for ``scoring=`` in ``GridSearchCV`` or
+``cross_validate``; called as described in :meth:`TDErrorScorer.score`."""
+
 initial_state_value_scorer = InitialStateValueScorer()
+"""An :class:`InitialStateValueScorer`, for ``scoring=`` in ``GridSearchCV`` or
+``cross_validate``; called as described in :meth:`InitialStateValueScorer.score`."""

@@ -16,7 +16,21 @@ __all__ = ["Batch", "TransitionBuffer"]
 
 
 class Batch(NamedTuple):
-    """A mini-batch of (already normalised) transitions on the device."""
+    """A mini-batch of (already normalised) transitions on the device.
+
+    Attributes
+    ----------
+    observations : tensor of shape (batch_size, obs_dim)
+        The states, normalised.
+    actions : tensor of shape (batch_size, act_dim)
+        The actions taken, in the policy's [-1, 1] units.
+    rewards : tensor of shape (batch_size,)
+        The rewards, multiplied by the estimator's reward scale.
+    next_observations : tensor of shape (batch_size, obs_dim)
+        The states the actions led to, normalised.
+    dones : tensor of shape (batch_size,)
+        1.0 where the transition is terminal (no bootstrapping), else 0.0.
+    """
 
     observations: torch.Tensor
     actions: torch.Tensor
@@ -30,8 +44,10 @@ class TransitionBuffer:
 
     Parameters
     ----------
-    obs_dim, act_dim : int
-        Feature sizes.
+    obs_dim : int
+        Observation size.
+    act_dim : int
+        Action size.
     device : torch.device
         Where the storage lives.
     capacity : int, default=1024
@@ -72,17 +88,27 @@ class TransitionBuffer:
 
     @property
     def device(self) -> torch.device:
+        """The device the storage lives on."""
         return self._data.device
 
     @property
     def capacity(self) -> int:
+        """Rows the storage holds before it grows."""
         return len(self._data)
 
     def __len__(self) -> int:
         return self.size
 
     def append(self, **arrays: np.ndarray | torch.Tensor) -> None:
-        """Append arrays with the keys of :class:`Batch`."""
+        """Append transitions, growing the storage when it is full.
+
+        Parameters
+        ----------
+        **arrays : ndarray or tensor
+            One array per field of :class:`Batch` (``observations``, ``actions``,
+            ``rewards``, ``next_observations``, ``dones``), all of the same
+            length; copied to the device as float32.
+        """
         n = len(arrays["rewards"])
         if self.size + n > self.capacity:
             new_capacity = max(2 * self.capacity, self.size + n)
@@ -100,16 +126,51 @@ class TransitionBuffer:
         self.size += n
 
     def rows(self, start: int, stop: int | None = None) -> dict[str, torch.Tensor]:
-        """Views of the stored rows ``start:stop``, for in-place normalisation."""
+        """Views of the stored rows ``start:stop``, for in-place normalisation.
+
+        Parameters
+        ----------
+        start : int
+            First row.
+        stop : int, optional
+            Row after the last; by default the number of stored rows.
+
+        Returns
+        -------
+        fields : dict of str to tensor
+            A view per field of :class:`Batch`; writing to it edits the buffer.
+        """
         stop = self.size if stop is None else stop
         return self._fields(self._data[start:stop])
 
     def sample(self, indices: torch.Tensor) -> Batch:
-        """The transitions at ``indices`` (a long tensor on the buffer's device)."""
+        """The transitions at ``indices``.
+
+        Parameters
+        ----------
+        indices : tensor of shape (batch_size,), dtype long
+            Row indices, on the buffer's device.
+
+        Returns
+        -------
+        batch : Batch
+            Copies of those rows.
+        """
         return Batch(**self._fields(self._data[indices]))
 
     def to(self, device: torch.device) -> TransitionBuffer:
-        """Move the storage to ``device`` in place and return self."""
+        """Move the storage to ``device`` in place.
+
+        Parameters
+        ----------
+        device : torch.device
+            Where the storage goes.
+
+        Returns
+        -------
+        self : TransitionBuffer
+            This buffer.
+        """
         self._data = self._data.to(device)
         return self
 

@@ -35,10 +35,13 @@ __all__ = [
     "to_numpy",
 ]
 
-#: What ``fit``'s ``X`` may be: observations, or a whole dataset (a mapping with
-#: D4RL keys, a path to an ``.npz``/``.hdf5`` file, or a d3rlpy ``MDPDataset`` /
-#: ``ReplayBuffer``, which is ``Any`` here: d3rlpy is an optional dependency).
 DatasetLike: TypeAlias = ArrayLike | Mapping[str, ArrayLike] | str | os.PathLike | Any
+"""What ``fit``'s ``X`` may be: observations, or a whole dataset.
+
+A dataset is a mapping with the :data:`D4RL_KEYS`, a path to an ``.npz`` or
+``.hdf5`` file holding them, or a d3rlpy ``MDPDataset`` / ``ReplayBuffer`` (which
+is ``Any`` here: d3rlpy is an optional dependency).
+"""
 
 D4RL_KEYS = (
     "observations",
@@ -48,6 +51,7 @@ D4RL_KEYS = (
     "terminals",
     "timeouts",
 )
+"""The keys of a dataset, as D4RL names them; ``timeouts`` may be missing."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,24 @@ class Transitions:
     """Validated transitions as float32 numpy arrays (``timeouts`` may be None).
 
     ``actions`` is always 2-D; ``actions_1d`` says whether they were given 1-D, so
-    that ``predict`` can answer in the same shape.
+    that ``predict`` can answer in the same shape. Made by :func:`as_transitions`.
+
+    Parameters
+    ----------
+    observations : ndarray of shape (n_transitions, obs_dim)
+        The states the actions were taken in.
+    actions : ndarray of shape (n_transitions, act_dim)
+        The actions taken.
+    rewards : ndarray of shape (n_transitions,)
+        The rewards received.
+    next_observations : ndarray of shape (n_transitions, obs_dim)
+        The states the actions led to.
+    terminals : ndarray of shape (n_transitions,)
+        1.0 where the episode ended in a terminal state, else 0.0.
+    timeouts : ndarray of shape (n_transitions,) or None, default=None
+        1.0 where a time limit cut the episode, else 0.0; None if not given.
+    actions_1d : bool, default=False
+        Whether the actions were given as a 1-D array.
     """
 
     observations: np.ndarray
@@ -70,7 +91,13 @@ class Transitions:
         return len(self.observations)
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        """The transitions as a dict with D4RL keys."""
+        """The transitions as a dict with D4RL keys.
+
+        Returns
+        -------
+        arrays : dict of str to ndarray
+            One entry per array field (``timeouts`` only when given).
+        """
         return {
             f.name: getattr(self, f.name)
             for f in fields(self)
@@ -454,7 +481,9 @@ def as_transitions(
     y : array-like of shape (n_transitions, act_dim) or (n_transitions,)
         Actions taken.
     rewards : array-like of shape (n_transitions,)
+        Reward of each transition.
     next_observations : array-like of shape (n_transitions, obs_dim)
+        The state each transition led to.
     terminals : array-like of shape (n_transitions,)
         1 where the episode ended in a terminal state (no bootstrapping).
     timeouts : array-like of shape (n_transitions,), optional
@@ -462,7 +491,8 @@ def as_transitions(
 
     Returns
     -------
-    Transitions
+    transitions : Transitions
+        The arrays as float32, actions 2-D, flags as 0.0/1.0.
 
     Raises
     ------
@@ -473,6 +503,7 @@ def as_transitions(
     Examples
     --------
     >>> import numpy as np
+    >>> from sk_o2o.data import as_transitions
     >>> t = as_transitions(np.zeros((4, 3)), np.zeros(4), rewards=np.ones(4),
     ...                    next_observations=np.zeros((4, 3)), terminals=np.zeros(4))
     >>> t.actions.shape

@@ -80,6 +80,7 @@ from sk_o2o.rl.online import collect_transitions, evaluate_policy, make_env
 __all__ = ["QUALITIES", "build_datasets", "dataset_name", "main"]
 
 QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
+"""The dataset qualities :func:`build_datasets` makes, as D4RL names them."""
 
 # Seeds of the evaluation and collection episodes are offset from ``seed`` so that
 # training, evaluation and dataset episodes start from different states.

@@ -131,11 +131,23 @@ ONLINE_EVAL_SEED_OFFSET = 10_000
 class BaseRLPolicy(TorchEstimator):
     """Base class of the offline(-to-online) RL policy estimators.
 
+    For developers: a subclass sets its parameters in ``__init__``, builds its
+    algorithm core in ``_make_core(obs_dim, act_dim, device)`` (networks and
+    optimisers, an ``nn.Module`` with an ``actor``, a ``critic`` and a
+    ``config`` dataclass), names the core and config classes in
+    ``_core_class()`` (for :func:`sk_o2o.load`) and takes one gradient step in
+    ``_update(batch, phase)``. Everything between the user's data and the
+    core's batches is implemented here: validation, normalisation, the device
+    buffer, the training loops (``fit``, ``partial_fit``, ``fit_online``),
+    prediction, scoring, rollback on errors and persistence. The developer
+    guide describes the contract.
+
     Fitted attributes common to all subclasses: ``core_`` (networks and
     optimisers), ``buffer_`` (device-resident training transitions),
     ``observation_scaler_``, ``action_scaler_``, ``reward_scale_``,
-    ``n_features_in_``, ``action_dim_``, ``n_updates_``, ``n_env_steps_``,
-    ``history_`` and ``device_``.
+    ``actions_1d_``, ``n_features_in_`` (and ``feature_names_in_``),
+    ``action_dim_``, ``n_updates_``, ``n_env_steps_``, ``history_``,
+    ``device_`` and ``generator_``; :class:`~sk_o2o.IQLPolicy` describes them.
     """
 
     _device_attributes: ClassVar[tuple[str, ...]] = ("core_", "buffer_")
@@ -230,9 +242,15 @@ class BaseRLPolicy(TorchEstimator):
             ``ReplayBuffer``, or a path to an ``.npz``/``.hdf5`` file with those
             keys. Torch tensors are accepted wherever arrays are.
         y : array-like of shape (n_transitions, act_dim) or (n_transitions,)
-            Actions taken.
+            Actions taken. Required when ``X`` holds observations; must be
+            omitted (None) when ``X`` is a whole dataset, which holds them, as
+            must ``rewards``, ``next_observations``, ``terminals`` and
+            ``timeouts`` (a ValueError names what was given).
         rewards : array-like of shape (n_transitions,)
+            Reward of each transition.
         next_observations : array-like of shape (n_transitions, obs_dim)
+            The state each transition led to (for a transition cut by a time
+            limit, the true next state, not the next episode's first).
         terminals : array-like of shape (n_transitions,)
             1 where the episode ended in a terminal state (no bootstrapping).
         timeouts : array-like of shape (n_transitions,), optional
@@ -245,10 +263,11 @@ class BaseRLPolicy(TorchEstimator):
 
         Notes
         -----
-        If ``rewards``, ``next_observations`` and ``terminals`` are all omitted,
-        every transition is treated as a terminal one-step episode with zero
-        reward: all advantages are zero and the policy is fitted by behaviour
-        cloning of ``y`` (a warning says so).
+        If ``rewards``, ``next_observations``, ``terminals`` and ``timeouts``
+        are all omitted (with observations as ``X``), every transition is
+        treated as a terminal one-step episode with zero reward: all advantages
+        are zero and the policy is fitted by behaviour cloning of ``y`` (a
+        warning says so). Omitting only some of them is a ValueError.
 
         An error or an interrupt (Ctrl-C) during ``fit`` leaves the estimator as
         it was before the call, fitted or not: ``fit`` is all or nothing, unlike
@@ -304,6 +323,7 @@ class BaseRLPolicy(TorchEstimator):
         Returns
         -------
         self : object
+            The estimator, trained ``n_updates`` more steps.
 
         Notes
         -----
@@ -352,11 +372,13 @@ class BaseRLPolicy(TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, obs_dim)
+            Observations.
 
         Returns
         -------
-        actions : ndarray of shape (n_samples, act_dim), or (n_samples,) if the
-            estimator was fitted with one-dimensional ``y``
+        actions : ndarray of shape (n_samples, act_dim) or (n_samples,)
+            One action per observation, inside the action bounds; of shape
+            (n_samples,) if the estimator was fitted with one-dimensional ``y``.
         """
         obs = self._observations_tensor(X)
         with torch.no_grad():
@@ -374,6 +396,7 @@ class BaseRLPolicy(TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, obs_dim)
+            Observations.
 
         Returns
         -------
@@ -400,11 +423,14 @@ class BaseRLPolicy(TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, obs_dim)
+            Observations s.
         y : array-like of shape (n_samples, act_dim) or (n_samples,)
+            Actions a, in the units of the training ``y``.
 
         Returns
         -------
         values : ndarray of shape (n_samples,)
+            min_k Q_k(s, a) of each pair, in reward units.
         """
         obs = self._observations_tensor(X)
         actions = np.asarray(to_numpy(y), dtype=np.float32)
@@ -437,7 +463,9 @@ class BaseRLPolicy(TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, obs_dim)
-        y : ignored
+            Observations: the states to evaluate the policy in.
+        y : object, default=None
+            Ignored; present for scikit-learn's ``score(X, y)`` signature.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights of the states in the mean; ``None`` weighs
             them equally.
@@ -445,6 +473,7 @@ class BaseRLPolicy(TorchEstimator):
         Returns
         -------
         score : float
+            The (weighted) mean of min_k Q_k(s, π(s)), in reward units.
         """
         obs = self._observations_tensor(X)
         weights = None
@@ -789,6 +818,7 @@ class BaseRLPolicy(TorchEstimator):
         Returns
         -------
         self : object
+            The estimator, fine-tuned on ``n_steps`` environment steps.
 
         Notes
         -----

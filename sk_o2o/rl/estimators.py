@@ -73,13 +73,15 @@ class IQLPolicy(BaseRLPolicy):
         Transitions per gradient step, drawn uniformly from the buffer.
     hidden_sizes : tuple of int, default=(256, 256)
         Hidden layer widths of the actor, critics and value network.
-    actor_lr, critic_lr, value_lr : float, default=3e-4
-        Adam learning rates.
+    actor_lr : float, default=3e-4
+        Adam learning rate of the actor.
     actor_lr_schedule : {"constant", "cosine"}, default="constant"
         ``"cosine"`` decays the actor's learning rate from ``actor_lr`` towards 0
         over the steps of :meth:`fit`, as the IQL authors' offline runs (and CORL's
         and d3rlpy's IQL reproductions) do; :meth:`partial_fit` and
         ``fit_online`` then train the actor at ``actor_lr`` again.
+    critic_lr, value_lr : float, default=3e-4
+        Adam learning rates of the critics and the value network.
     gamma : float, default=0.99
         Discount factor.
     tau : float, default=0.005
@@ -116,17 +118,36 @@ class IQLPolicy(BaseRLPolicy):
         The training transitions (normalised) on ``device_``.
     history_ : list of dict
         One record per ``log_interval`` steps: ``step``, ``phase`` and the mean
-        ``value_loss``, ``actor_loss`` and ``critic_loss``.
+        ``value_loss``, ``actor_loss`` and ``critic_loss``; ``fit_online``
+        adds its episode and evaluation records.
     n_features_in_ : int
         Observation size.
     feature_names_in_ : ndarray of str
         Observation names, when ``X`` had string column names.
     action_dim_ : int
+        Action size (the columns of ``y``).
     n_updates_ : int
         Gradient steps taken so far.
     n_env_steps_ : int
         Environment steps taken by ``fit_online`` since :meth:`fit`.
     device_ : torch.device
+        Where the networks and the buffer live.
+    observation_scaler_ : ObservationScaler
+        ``(obs − mean) / std`` with the training observations' statistics (the
+        identity with ``normalize_observations=False``), applied to ``X``,
+        ``next_observations`` and the inputs of every prediction.
+    action_scaler_ : ActionScaler
+        Maps actions between the action bounds (``action_bounds``, else the
+        training actions' range) and the policy's [-1, 1].
+    reward_scale_ : float
+        What ``reward_scaling`` multiplies the rewards by in training; values
+        (:meth:`predict_value`, :meth:`score`) are divided by it.
+    actions_1d_ : bool
+        Whether ``y`` was one-dimensional, as the actions :meth:`predict`
+        returns then are.
+    generator_ : torch.Generator
+        The CPU generator, seeded from ``random_state``, that draws every batch,
+        noise, :meth:`sample_action`'s draws and ``fit_online``'s seeds.
 
     See Also
     --------
@@ -248,12 +269,6 @@ class FamO2OPolicy(BaseRLPolicy):
         Learning rates of the balance model and its entropy temperature.
     target_entropy : float, default=-0.5
         Entropy target of the balance model's temperature.
-    actor_lr_schedule : {"constant", "cosine"}, default="constant"
-        IQL only. ``"cosine"`` decays the universal model's learning rate from
-        ``actor_lr`` towards 0 over the steps of :meth:`fit`, as in
-        :class:`IQLPolicy`; :meth:`partial_fit` and ``fit_online`` then train it
-        at ``actor_lr`` again. (The authors' FamO2O learner takes the same
-        schedule as its default.)
     advantage_weighting : {"per_sample", "batch_mean"}, default="per_sample"
         How the universal model's samples are weighted (IQL only).
         ``"per_sample"`` (the paper's objective): sample i by min(exp(β_i · A_i),
@@ -270,8 +285,16 @@ class FamO2OPolicy(BaseRLPolicy):
         As in :class:`IQLPolicy`.
     hidden_sizes : tuple of int, default=(256, 256)
         Hidden layer widths of every network (π_b's included).
-    actor_lr, critic_lr : float, default=3e-4
-        Adam learning rates of the universal model and the critics.
+    actor_lr : float, default=3e-4
+        Adam learning rate of the universal model.
+    actor_lr_schedule : {"constant", "cosine"}, default="constant"
+        IQL only. ``"cosine"`` decays the universal model's learning rate from
+        ``actor_lr`` towards 0 over the steps of :meth:`fit`, as in
+        :class:`IQLPolicy`; :meth:`partial_fit` and ``fit_online`` then train it
+        at ``actor_lr`` again. (The authors' FamO2O learner takes the same
+        schedule as its default.)
+    critic_lr : float, default=3e-4
+        Adam learning rate of the critics.
     value_lr : float, default=3e-4
         IQL only: the value network's; unused with ``algo="td3bc"``, as
         ``expectile``.
@@ -300,10 +323,40 @@ class FamO2OPolicy(BaseRLPolicy):
     core_ : FamO2OIQLCore or FamO2OTD3BCCore
         The base's networks with the universal model, the balance model and the
         optimisers.
+    buffer_ : TransitionBuffer
+        The training transitions (normalised) on ``device_``.
     history_ : list of dict
         As in :class:`IQLPolicy` (:class:`TD3BCPolicy` for ``algo="td3bc"``:
         no ``value_loss``), plus ``balance_loss``, ``alpha`` and
         ``mean_beta`` (the mean β sampled by the balance model).
+    n_features_in_ : int
+        Observation size.
+    feature_names_in_ : ndarray of str
+        Observation names, when ``X`` had string column names.
+    action_dim_ : int
+        Action size (the columns of ``y``).
+    n_updates_ : int
+        Gradient steps taken so far.
+    n_env_steps_ : int
+        Environment steps taken by ``fit_online`` since :meth:`fit`.
+    device_ : torch.device
+        Where the networks and the buffer live.
+    observation_scaler_ : ObservationScaler
+        ``(obs − mean) / std`` with the training observations' statistics (the
+        identity with ``normalize_observations=False``), applied to ``X``,
+        ``next_observations`` and the inputs of every prediction.
+    action_scaler_ : ActionScaler
+        Maps actions between the action bounds (``action_bounds``, else the
+        training actions' range) and the policy's [-1, 1].
+    reward_scale_ : float
+        What ``reward_scaling`` multiplies the rewards by in training; values
+        (:meth:`predict_value`, :meth:`score`) are divided by it.
+    actions_1d_ : bool
+        Whether ``y`` was one-dimensional, as the actions :meth:`predict`
+        returns then are.
+    generator_ : torch.Generator
+        The CPU generator, seeded from ``random_state``, that draws every batch,
+        noise, :meth:`sample_action`'s draws and ``fit_online``'s seeds.
 
     See Also
     --------
@@ -498,10 +551,12 @@ class FamO2OPolicy(BaseRLPolicy):
         Parameters
         ----------
         X : array-like of shape (n_samples, obs_dim)
+            Observations.
 
         Returns
         -------
         beta : ndarray of shape (n_samples,)
+            The mean of the balance model's distribution for each state.
         """
         obs = self._observations_tensor(X)
         with torch.no_grad():
@@ -514,6 +569,7 @@ class FamO2OPolicy(BaseRLPolicy):
         Parameters
         ----------
         X : array-like of shape (n_samples, obs_dim)
+            Observations.
         beta : float or array-like of shape (n_samples,)
             Finite. The universal model was trained on ``balance_range``;
             outside it, it extrapolates.
@@ -574,18 +630,6 @@ class TD3BCPolicy(BaseRLPolicy):
     ----------
     beta : float, default=2.5
         The paper's α: weight of the Q term against the behaviour-cloning term.
-    policy_noise : float, default=0.2
-        Standard deviation of the target policy smoothing noise ([-1, 1] units).
-    noise_clip : float, default=0.5
-        Clip of that noise.
-    policy_freq : int, default=2
-        Critic steps per actor (and target) step.
-    exploration_noise : float, default=0.1
-        Standard deviation of the Gaussian noise of :meth:`sample_action` (and so
-        of ``fit_online``'s actions), in [-1, 1] units; read when acting, so it
-        may be changed between online calls.
-    reward_scaling : {"none", "standard", "returns"}, default="none"
-        TD3+BC leaves rewards as they are.
     n_steps : int, default=50_000
         Gradient steps taken by :meth:`fit`.
     batch_size : int, default=256
@@ -598,8 +642,20 @@ class TD3BCPolicy(BaseRLPolicy):
         Discount factor.
     tau : float, default=0.005
         Soft-update rate of the target actor and critics.
+    policy_noise : float, default=0.2
+        Standard deviation of the target policy smoothing noise ([-1, 1] units).
+    noise_clip : float, default=0.5
+        Clip of that noise.
+    policy_freq : int, default=2
+        Critic steps per actor (and target) step.
+    exploration_noise : float, default=0.1
+        Standard deviation of the Gaussian noise of :meth:`sample_action` (and so
+        of ``fit_online``'s actions), in [-1, 1] units; read when acting, so it
+        may be changed between online calls.
     normalize_observations : bool, default=True
         As in :class:`IQLPolicy`.
+    reward_scaling : {"none", "standard", "returns"}, default="none"
+        As in :class:`IQLPolicy`; TD3+BC leaves rewards as they are by default.
     action_bounds : (low, high), gymnasium Box or None, default=None
         As in :class:`IQLPolicy`.
     device : str or torch.device, default="auto"
@@ -614,9 +670,41 @@ class TD3BCPolicy(BaseRLPolicy):
     Attributes
     ----------
     core_ : TD3BCCore
+        The networks, their targets and the optimisers.
+    buffer_ : TransitionBuffer
+        The training transitions (normalised) on ``device_``.
     history_ : list of dict
-        ``critic_loss`` every step and ``actor_loss`` every ``policy_freq`` steps,
-        averaged per ``log_interval``.
+        One record per ``log_interval`` steps: ``step``, ``phase``, the mean
+        ``critic_loss`` (every step) and ``actor_loss`` (every ``policy_freq``
+        steps); ``fit_online`` adds its episode and evaluation records.
+    n_features_in_ : int
+        Observation size.
+    feature_names_in_ : ndarray of str
+        Observation names, when ``X`` had string column names.
+    action_dim_ : int
+        Action size (the columns of ``y``).
+    n_updates_ : int
+        Gradient steps taken so far.
+    n_env_steps_ : int
+        Environment steps taken by ``fit_online`` since :meth:`fit`.
+    device_ : torch.device
+        Where the networks and the buffer live.
+    observation_scaler_ : ObservationScaler
+        ``(obs − mean) / std`` with the training observations' statistics (the
+        identity with ``normalize_observations=False``), applied to ``X``,
+        ``next_observations`` and the inputs of every prediction.
+    action_scaler_ : ActionScaler
+        Maps actions between the action bounds (``action_bounds``, else the
+        training actions' range) and the policy's [-1, 1].
+    reward_scale_ : float
+        What ``reward_scaling`` multiplies the rewards by in training; values
+        (:meth:`predict_value`, :meth:`score`) are divided by it.
+    actions_1d_ : bool
+        Whether ``y`` was one-dimensional, as the actions :meth:`predict`
+        returns then are.
+    generator_ : torch.Generator
+        The CPU generator, seeded from ``random_state``, that draws every batch,
+        noise, :meth:`sample_action`'s draws and ``fit_online``'s seeds.
 
     Examples
     --------

@@ -71,10 +71,20 @@ class UnlearningData:
 class BaseUnlearner(ClassifierMixin, TorchEstimator):
     """Base class of the unlearners: a torch classifier that can forget.
 
+    For developers: a subclass sets its parameters in ``__init__`` (``estimator``,
+    its own, then ``device``, ``random_state`` and ``verbose``), declares what
+    its method needs (``_needs_forget_labels``, ``_needs_retain``) and
+    implements ``_unlearn(data)``, which edits ``self.estimator_.module_`` in
+    place and returns the method's own figures for the record. Fitting,
+    prediction, validation of the forget and retain sets, the records, rollback
+    on errors and persistence are implemented here.
+
     Fitted attributes common to all subclasses: ``estimator_`` (the trained
-    :class:`skorch.NeuralNetClassifier`), ``classes_``, ``n_features_in_``,
-    ``history_`` (the training epochs), ``unlearning_history_`` (one record per
-    ``unlearn`` call), ``device_``.
+    :class:`skorch.NeuralNetClassifier`), ``classes_``, ``n_features_in_``
+    (and ``feature_names_in_`` after a DataFrame), ``history_`` (the training
+    epochs), ``unlearning_history_`` (one record per ``unlearn`` call),
+    ``device_`` and ``generator_`` (the torch generator seeded by
+    ``random_state``).
     """
 
     _parameter_constraints: ClassVar[dict] = _COMMON_CONSTRAINTS
@@ -88,7 +98,25 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
 
     # ------------------------------------------------------------------ sklearn API
     def set_params(self, **params: Any) -> Self:
-        """Set parameters, as any scikit-learn estimator; see ``get_params``."""
+        """Set parameters, as any scikit-learn estimator; see ``get_params``.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameter names and their new values; ``estimator__<name>`` sets a
+            parameter of the wrapped net.
+
+        Returns
+        -------
+        self : object
+            This estimator.
+
+        Raises
+        ------
+        ValueError
+            For an ``estimator__<name>`` while ``estimator`` is None: the
+            built-in net is only made by ``fit``.
+        """
         nested = sorted(key for key in params if key.startswith("estimator__"))
         if nested and params.get("estimator", self.estimator) is None:
             raise ValueError(
@@ -109,12 +137,14 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Training samples.
         y : array-like of shape (n_samples,)
             Class labels (any hashable values).
 
         Returns
         -------
         self : object
+            The fitted estimator.
         """
         with self._restore_on_error():
             self._validate_params()
@@ -152,13 +182,16 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Training samples.
         y : array-like of shape (n_samples,)
+            Their class labels, among ``classes_``.
         classes : array-like, optional
             All the classes; required on the first call, as in scikit-learn.
 
         Returns
         -------
         self : object
+            The estimator, trained one more epoch.
         """
         with self._restore_on_error():
             first_call = not hasattr(self, "estimator_")
@@ -198,10 +231,12 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples to classify.
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
+            Probability of each class (float64, rows summing to one).
         """
         check_is_fitted(self)
         X = _writable(validate_data(self, to_numpy(X), reset=False, dtype=np.float32))
@@ -216,10 +251,12 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples to classify.
 
         Returns
         -------
         y : ndarray of shape (n_samples,)
+            Predicted labels, among ``classes_``.
         """
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
@@ -246,6 +283,8 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         Returns
         -------
         self : object
+            The estimator, its model edited; ``unlearning_history_`` has a new
+            record.
         """
         check_is_fitted(self)
         X_f = self._check_rows(X_forget, "X_forget")
@@ -273,11 +312,16 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         classes : label or array-like of labels
             Classes to forget, among ``classes_``; not all of them.
         X : array-like of shape (n_samples, n_features)
+            Samples: the rows of ``classes`` are the forget set, the others
+            the retain set.
         y : array-like of shape (n_samples,)
+            Their labels.
 
         Returns
         -------
         self : object
+            The estimator, its model edited; ``unlearning_history_`` has a new
+            record.
         """
         check_is_fitted(self)
         forgotten = np.unique(column_or_1d(np.atleast_1d(to_numpy(classes))))
@@ -591,6 +635,8 @@ def unlearn_pipeline(
         The forget set (``unlearn(X, y)``) or, with ``classes``, the data whose
         rows of those classes are forgotten (``unlearn_classes(classes, X, y)``).
     classes : label or array-like, optional
+        Classes to forget (``unlearn_classes``); ``None`` forgets the samples
+        ``X`` (``unlearn``).
     X_retain, y_retain : array-like, optional
         Retain data for ``unlearn``, transformed the same way.
 

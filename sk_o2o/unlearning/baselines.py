@@ -46,7 +46,26 @@ def neggrad_loss(
     retain_labels: torch.Tensor | None = None,
     retain_weight: float = 0.0,
 ) -> torch.Tensor:
-    """α·CE(retain) − (1 − α)·CE(forget); α = 0 (no retain batch) is NegGrad."""
+    """α·CE(retain) − (1 − α)·CE(forget); α = 0 (no retain batch) is NegGrad.
+
+    Parameters
+    ----------
+    forget_log_probs : tensor of shape (n_forget, n_classes)
+        Log-probabilities of a forget batch.
+    forget_labels : tensor of shape (n_forget,)
+        Its labels (class indices).
+    retain_log_probs : tensor of shape (n_retain, n_classes), optional
+        Log-probabilities of a retain batch (NegGrad+).
+    retain_labels : tensor of shape (n_retain,), optional
+        Its labels.
+    retain_weight : float, default=0.0
+        α.
+
+    Returns
+    -------
+    loss : tensor
+        The scalar loss to minimise.
+    """
     loss = -(1.0 - retain_weight) * F.nll_loss(forget_log_probs, forget_labels)
     if retain_log_probs is not None and retain_weight > 0:
         loss = loss + retain_weight * F.nll_loss(retain_log_probs, retain_labels)
@@ -63,6 +82,22 @@ def random_wrong_labels(
 
     ``allowed`` is a bool mask over the classes (the classes kept, when whole
     classes are forgotten); without ``labels`` any allowed class is drawn.
+
+    Parameters
+    ----------
+    labels : tensor of shape (n,) or None
+        The true labels (class indices), never drawn.
+    n : int
+        Number of labels to draw.
+    allowed : bool tensor of shape (n_classes,)
+        The classes that may be drawn.
+    generator : torch.Generator
+        CPU generator of the draws.
+
+    Returns
+    -------
+    labels : tensor of shape (n,), dtype long
+        The drawn labels, on the CPU.
     """
     candidates = allowed.cpu().nonzero().flatten()
     if labels is None:
@@ -120,7 +155,34 @@ def finetune(
     generator: torch.Generator,
     progress: tqdm | None = None,
 ) -> dict[str, float]:
-    """Adam on the retain set's cross-entropy for ``n_epochs`` epochs."""
+    """Adam on the retain set's cross-entropy for ``n_epochs`` epochs.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The trained classifier, edited in place.
+    log_probs_of : callable
+        Inputs → log-probabilities through ``module``.
+    X_retain : tensor of shape (n_retain, ...)
+        The retain set, on the module's device.
+    y_retain : tensor of shape (n_retain,)
+        Its labels (class indices).
+    n_epochs : int
+        Passes over the retain set.
+    lr : float
+        Adam's learning rate.
+    batch_size : int
+        Samples per step.
+    generator : torch.Generator
+        CPU generator of the shuffles.
+    progress : tqdm bar, optional
+        Counts the steps.
+
+    Returns
+    -------
+    record : dict
+        ``retain_loss``: the last batch's cross-entropy.
+    """
     module.train()
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     loss = torch.zeros(())
@@ -151,6 +213,38 @@ def neggrad(
     """NegGrad (``retain_weight=0``) or NegGrad+: epochs over the forget set.
 
     NegGrad+ pairs each forget batch with a retain batch of the same size.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The trained classifier, edited in place.
+    log_probs_of : callable
+        Inputs → log-probabilities through ``module``.
+    X_forget : tensor of shape (n_forget, ...)
+        The forget set, on the module's device.
+    y_forget : tensor of shape (n_forget,)
+        Its labels (class indices).
+    X_retain : tensor of shape (n_retain, ...) or None
+        The retain set (NegGrad+ only).
+    y_retain : tensor of shape (n_retain,) or None
+        Its labels.
+    retain_weight : float
+        α of :func:`neggrad_loss`; 0 is NegGrad.
+    n_epochs : int
+        Passes over the forget set.
+    lr : float
+        Adam's learning rate.
+    batch_size : int
+        Forget samples per step.
+    generator : torch.Generator
+        CPU generator of the shuffles and retain batches.
+    progress : tqdm bar, optional
+        Counts the steps.
+
+    Returns
+    -------
+    record : dict
+        ``loss``: the last step's loss.
     """
     module.train()
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
@@ -194,6 +288,39 @@ def random_label(
 
     The labels are drawn once among the ``allowed`` classes. With a retain set,
     each forget batch is paired with a retain batch and their losses added.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The trained classifier, edited in place.
+    log_probs_of : callable
+        Inputs → log-probabilities through ``module``.
+    X_forget : tensor of shape (n_forget, ...)
+        The forget set, on the module's device.
+    y_forget : tensor of shape (n_forget,) or None
+        Its true labels, never drawn (see :func:`random_wrong_labels`); None
+        draws any allowed class.
+    allowed : bool tensor of shape (n_classes,)
+        The classes the wrong labels are drawn from.
+    X_retain : tensor of shape (n_retain, ...) or None
+        The retain set, if any.
+    y_retain : tensor of shape (n_retain,) or None
+        Its labels.
+    n_epochs : int
+        Passes over the forget set.
+    lr : float
+        Adam's learning rate.
+    batch_size : int
+        Forget samples per step.
+    generator : torch.Generator
+        CPU generator of the labels, shuffles and retain batches.
+    progress : tqdm bar, optional
+        Counts the steps.
+
+    Returns
+    -------
+    record : dict
+        ``loss``: the last step's loss.
     """
     module.train()
     labels = random_wrong_labels(y_forget, len(X_forget), allowed, generator)
@@ -224,6 +351,24 @@ def diagonal_fisher(
     """Importance of each parameter: the mean over batches of (∂CE/∂θ)².
 
     The batch-level diagonal Fisher estimate of the SSD authors' code.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The trained classifier (put in eval mode; not edited).
+    log_probs_of : callable
+        Inputs → log-probabilities through ``module``.
+    X : tensor of shape (n_samples, ...)
+        The samples, on the module's device.
+    y : tensor of shape (n_samples,)
+        Their labels (class indices).
+    batch_size : int
+        Samples per batch.
+
+    Returns
+    -------
+    importances : list of tensor
+        One per trainable parameter tensor, of its shape.
     """
     module.eval()
     params = [p for p in module.parameters() if p.requires_grad]
@@ -248,7 +393,23 @@ def selective_dampening_(
 ) -> int:
     """SSD's edit: where imp_f > α·imp_D, θ ← θ·min(λ·imp_D/imp_f, 1).
 
-    Returns the number of parameters dampened.
+    Parameters
+    ----------
+    params : sequence of tensor
+        θ, edited in place.
+    importance_all : sequence of tensor
+        imp_D, the importances on all the data.
+    importance_forget : sequence of tensor
+        imp_f, the importances on the forget set.
+    selection_weight : float
+        α.
+    dampening_constant : float
+        λ.
+
+    Returns
+    -------
+    n_dampened : int
+        The number of parameters (coordinates) dampened.
     """
     n_selected = 0
     for theta, imp_d, imp_f in zip(
@@ -273,7 +434,34 @@ def ssd(
     dampening_constant: float,
     batch_size: int,
 ) -> dict[str, float]:
-    """Selective Synaptic Dampening with importances on all data and on D_f."""
+    """Selective Synaptic Dampening with importances on all data and on D_f.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The trained classifier, edited in place.
+    log_probs_of : callable
+        Inputs → log-probabilities through ``module``.
+    X_forget : tensor of shape (n_forget, ...)
+        The forget set, on the module's device.
+    y_forget : tensor of shape (n_forget,)
+        Its labels (class indices).
+    X_all : tensor of shape (n_samples, ...)
+        All the training data (retain and forget).
+    y_all : tensor of shape (n_samples,)
+        Its labels.
+    selection_weight : float
+        α of :func:`selective_dampening_`.
+    dampening_constant : float
+        λ of :func:`selective_dampening_`.
+    batch_size : int
+        Samples per batch of the importance estimates.
+
+    Returns
+    -------
+    record : dict
+        ``n_dampened``: the number of parameters dampened.
+    """
     importance_all = diagonal_fisher(
         module, log_probs_of, X_all, y_all, batch_size=batch_size
     )

@@ -56,12 +56,6 @@ class FAMRUnlearner(BaseUnlearner):
         logits is wrapped by :func:`~sk_o2o.unlearning.make_classifier_net`;
         ``None`` is that net around a 100-unit
         :class:`~sk_o2o.unlearning.MLPClassifierModule`.
-    device : str or torch.device, default="auto"
-        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, batch order and the unlearning's own sampling.
-    verbose : int, default=0
-        Progress bar during unlearning.
     anchor_strength : float or "auto", default="auto"
         λ: larger keeps the model closer to θ₀ (and forgets less). The distance
         moved is at most about ‖∇F(θ₀)‖/λ, recorded as ``distance_bound``.
@@ -99,6 +93,12 @@ class FAMRUnlearner(BaseUnlearner):
     batch_size : int or None, default=None
         Forget samples per Adam step (``solver="adam"`` only); None uses the
         whole forget set each step.
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batch order and the unlearning's own sampling.
+    verbose : int, default=0
+        Progress bar during unlearning.
 
     Attributes
     ----------
@@ -106,9 +106,15 @@ class FAMRUnlearner(BaseUnlearner):
         The trained (and, after ``unlearn``, edited) classifier.
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
+        Number of features seen by ``fit``.
+    feature_names_in_ : ndarray of str
+        Feature names, when ``X`` had string column names.
     history_ : list of dict
-        skorch's training history, one record per epoch (``epoch``,
-        ``train_loss``, ``dur``).
+        skorch's training history of the net, one record per epoch, without
+        skorch's per-batch records: ``epoch``, ``train_loss``,
+        ``train_loss_best``, ``train_batch_count`` and ``dur`` with the
+        built-in net (a net with a validation split adds skorch's ``valid_*``
+        entries).
     unlearning_history_ : list of dict
         One record per ``unlearn``/``unlearn_classes`` call: ``method``,
         ``n_forget``, ``classes`` (the forgotten classes, or None), the
@@ -121,6 +127,10 @@ class FAMRUnlearner(BaseUnlearner):
         ``forget_loss_curve``, ``parameter_distance`` (‖θ − θ₀‖) and
         ``distance_bound``.
     device_ : torch.device
+        Where the net lives.
+    generator_ : torch.Generator
+        Seeded from ``random_state`` by ``fit``; draws the seeds of training
+        and the unlearning's own random numbers, continuing across calls.
 
     See Also
     --------
@@ -249,14 +259,25 @@ class RetrainUnlearner(BaseUnlearner):
         The trained (and, after ``unlearn``, edited) classifier.
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
+        Number of features seen by ``fit``.
+    feature_names_in_ : ndarray of str
+        Feature names, when ``X`` had string column names.
     history_ : list of dict
-        skorch's training history, one record per epoch (``epoch``,
-        ``train_loss``, ``dur``).
+        skorch's training history of the net, one record per epoch, without
+        skorch's per-batch records: ``epoch``, ``train_loss``,
+        ``train_loss_best``, ``train_batch_count`` and ``dur`` with the
+        built-in net (a net with a validation split adds skorch's ``valid_*``
+        entries). After ``unlearn``, the history of the retraining.
     unlearning_history_ : list of dict
         One record per ``unlearn``/``unlearn_classes`` call: ``method``,
         ``n_forget``, ``classes`` (the forgotten classes, or None), the
-        method's own figures and ``time_s``.
+        method's own figures and ``time_s``. Its records add
+        ``n_retain`` (the rows retrained on).
     device_ : torch.device
+        Where the net lives.
+    generator_ : torch.Generator
+        Seeded from ``random_state`` by ``fit``; draws the seeds of training
+        and the unlearning's own random numbers, continuing across calls.
 
     Examples
     --------
@@ -302,17 +323,18 @@ class FinetuneUnlearner(BaseUnlearner):
         logits is wrapped by :func:`~sk_o2o.unlearning.make_classifier_net`;
         ``None`` is that net around a 100-unit
         :class:`~sk_o2o.unlearning.MLPClassifierModule`.
+    n_epochs : int, default=2
+        Passes over the retain set.
+    lr : float, default=1e-3
+        Adam's learning rate.
+    batch_size : int, default=64
+        Retain samples per Adam step.
     device : str or torch.device, default="auto"
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, batch order and the unlearning's own sampling.
     verbose : int, default=0
         Progress bar during unlearning.
-    n_epochs : int, default=2
-        Passes over the retain set.
-    lr : float, default=1e-3
-        Adam's learning rate.
-    batch_size : int, default=64
 
     Attributes
     ----------
@@ -320,14 +342,25 @@ class FinetuneUnlearner(BaseUnlearner):
         The trained (and, after ``unlearn``, edited) classifier.
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
+        Number of features seen by ``fit``.
+    feature_names_in_ : ndarray of str
+        Feature names, when ``X`` had string column names.
     history_ : list of dict
-        skorch's training history, one record per epoch (``epoch``,
-        ``train_loss``, ``dur``).
+        skorch's training history of the net, one record per epoch, without
+        skorch's per-batch records: ``epoch``, ``train_loss``,
+        ``train_loss_best``, ``train_batch_count`` and ``dur`` with the
+        built-in net (a net with a validation split adds skorch's ``valid_*``
+        entries).
     unlearning_history_ : list of dict
         One record per ``unlearn``/``unlearn_classes`` call: ``method``,
         ``n_forget``, ``classes`` (the forgotten classes, or None), the
-        method's own figures and ``time_s``.
+        method's own figures and ``time_s``. Its records add
+        ``retain_loss`` (the last batch's cross-entropy).
     device_ : torch.device
+        Where the net lives.
+    generator_ : torch.Generator
+        Seeded from ``random_state`` by ``fit``; draws the seeds of training
+        and the unlearning's own random numbers, continuing across calls.
 
     Examples
     --------
@@ -404,12 +437,6 @@ class NegGradUnlearner(BaseUnlearner):
         logits is wrapped by :func:`~sk_o2o.unlearning.make_classifier_net`;
         ``None`` is that net around a 100-unit
         :class:`~sk_o2o.unlearning.MLPClassifierModule`.
-    device : str or torch.device, default="auto"
-        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, batch order and the unlearning's own sampling.
-    verbose : int, default=0
-        Progress bar during unlearning.
     retain_weight : float in [0, 1), default=0.0
         α, the weight of the retain term.
     n_epochs : int, default=5
@@ -417,6 +444,13 @@ class NegGradUnlearner(BaseUnlearner):
     lr : float, default=1e-4
         Adam's learning rate (ascent diverges quickly: keep it small).
     batch_size : int, default=64
+        Forget samples per Adam step (NegGrad+ adds as many retain samples).
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batch order and the unlearning's own sampling.
+    verbose : int, default=0
+        Progress bar during unlearning.
 
     Attributes
     ----------
@@ -424,14 +458,25 @@ class NegGradUnlearner(BaseUnlearner):
         The trained (and, after ``unlearn``, edited) classifier.
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
+        Number of features seen by ``fit``.
+    feature_names_in_ : ndarray of str
+        Feature names, when ``X`` had string column names.
     history_ : list of dict
-        skorch's training history, one record per epoch (``epoch``,
-        ``train_loss``, ``dur``).
+        skorch's training history of the net, one record per epoch, without
+        skorch's per-batch records: ``epoch``, ``train_loss``,
+        ``train_loss_best``, ``train_batch_count`` and ``dur`` with the
+        built-in net (a net with a validation split adds skorch's ``valid_*``
+        entries).
     unlearning_history_ : list of dict
         One record per ``unlearn``/``unlearn_classes`` call: ``method``,
         ``n_forget``, ``classes`` (the forgotten classes, or None), the
-        method's own figures and ``time_s``.
+        method's own figures and ``time_s``. Its records add
+        ``loss`` (the last step's loss).
     device_ : torch.device
+        Where the net lives.
+    generator_ : torch.Generator
+        Seeded from ``random_state`` by ``fit``; draws the seeds of training
+        and the unlearning's own random numbers, continuing across calls.
 
     Examples
     --------
@@ -519,16 +564,19 @@ class RandomLabelUnlearner(BaseUnlearner):
         logits is wrapped by :func:`~sk_o2o.unlearning.make_classifier_net`;
         ``None`` is that net around a 100-unit
         :class:`~sk_o2o.unlearning.MLPClassifierModule`.
+    n_epochs : int, default=5
+        Passes over the forget set.
+    lr : float, default=1e-3
+        Adam's learning rate.
+    batch_size : int, default=64
+        Forget samples per Adam step (plus as many retain samples, when a
+        retain set is given).
     device : str or torch.device, default="auto"
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, batch order and the unlearning's own sampling.
     verbose : int, default=0
         Progress bar during unlearning.
-    n_epochs : int, default=5
-        Passes over the forget set.
-    lr : float, default=1e-3
-    batch_size : int, default=64
 
     Attributes
     ----------
@@ -536,14 +584,25 @@ class RandomLabelUnlearner(BaseUnlearner):
         The trained (and, after ``unlearn``, edited) classifier.
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
+        Number of features seen by ``fit``.
+    feature_names_in_ : ndarray of str
+        Feature names, when ``X`` had string column names.
     history_ : list of dict
-        skorch's training history, one record per epoch (``epoch``,
-        ``train_loss``, ``dur``).
+        skorch's training history of the net, one record per epoch, without
+        skorch's per-batch records: ``epoch``, ``train_loss``,
+        ``train_loss_best``, ``train_batch_count`` and ``dur`` with the
+        built-in net (a net with a validation split adds skorch's ``valid_*``
+        entries).
     unlearning_history_ : list of dict
         One record per ``unlearn``/``unlearn_classes`` call: ``method``,
         ``n_forget``, ``classes`` (the forgotten classes, or None), the
-        method's own figures and ``time_s``.
+        method's own figures and ``time_s``. Its records add
+        ``loss`` (the last step's loss).
     device_ : torch.device
+        Where the net lives.
+    generator_ : torch.Generator
+        Seeded from ``random_state`` by ``fit``; draws the seeds of training
+        and the unlearning's own random numbers, continuing across calls.
 
     Examples
     --------
@@ -625,6 +684,12 @@ class SSDUnlearner(BaseUnlearner):
         logits is wrapped by :func:`~sk_o2o.unlearning.make_classifier_net`;
         ``None`` is that net around a 100-unit
         :class:`~sk_o2o.unlearning.MLPClassifierModule`.
+    selection_weight : float, default=10.0
+        α: how much more important to the forget set a parameter must be.
+    dampening_constant : float, default=1.0
+        λ of the scaling.
+    batch_size : int, default=64
+        Batch size of the importance estimates.
     device : str or torch.device, default="auto"
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     random_state : int, RandomState instance or None, default=None
@@ -632,12 +697,6 @@ class SSDUnlearner(BaseUnlearner):
     verbose : int, default=0
         Unused: SSD is two passes over the data and one edit of the weights.
         Kept for the same signature as the other unlearners.
-    selection_weight : float, default=10.0
-        α: how much more important to the forget set a parameter must be.
-    dampening_constant : float, default=1.0
-        λ of the scaling.
-    batch_size : int, default=64
-        Batch size of the importance estimates.
 
     Attributes
     ----------
@@ -645,14 +704,25 @@ class SSDUnlearner(BaseUnlearner):
         The trained (and, after ``unlearn``, edited) classifier.
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
+        Number of features seen by ``fit``.
+    feature_names_in_ : ndarray of str
+        Feature names, when ``X`` had string column names.
     history_ : list of dict
-        skorch's training history, one record per epoch (``epoch``,
-        ``train_loss``, ``dur``).
+        skorch's training history of the net, one record per epoch, without
+        skorch's per-batch records: ``epoch``, ``train_loss``,
+        ``train_loss_best``, ``train_batch_count`` and ``dur`` with the
+        built-in net (a net with a validation split adds skorch's ``valid_*``
+        entries).
     unlearning_history_ : list of dict
         One record per ``unlearn``/``unlearn_classes`` call: ``method``,
         ``n_forget``, ``classes`` (the forgotten classes, or None), the
-        method's own figures and ``time_s``.
+        method's own figures and ``time_s``. Its records add
+        ``n_dampened`` (the parameters dampened).
     device_ : torch.device
+        Where the net lives.
+    generator_ : torch.Generator
+        Seeded from ``random_state`` by ``fit``; draws the seeds of training
+        and the unlearning's own random numbers, continuing across calls.
 
     Examples
     --------

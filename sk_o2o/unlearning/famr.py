@@ -65,11 +65,14 @@ def uniform_kl(log_probs: torch.Tensor, keep: torch.Tensor | None = None):
     Parameters
     ----------
     log_probs : tensor of shape (n, n_classes)
+        log p(·|x) of each sample.
     keep : bool tensor of shape (n_classes,), optional
+        The classes u covers; the others are left out of the mean.
 
     Returns
     -------
     kl : tensor of shape (n,)
+        KL(u ‖ p(·|x)) of each sample.
     """
     if keep is not None:
         log_probs = log_probs[:, keep]
@@ -88,10 +91,12 @@ def renormalized_target(log_probs: torch.Tensor, keep: torch.Tensor) -> torch.Te
     log_probs : tensor of shape (n, n_classes)
         log p_θ₀(·|x) of the trained model.
     keep : bool tensor of shape (n_classes,)
+        True for the classes that remain.
 
     Returns
     -------
-    target : tensor of shape (n, n_classes), rows summing to one
+    target : tensor of shape (n, n_classes)
+        q, rows summing to one, zero in the forgotten classes.
     """
     kept = log_probs.masked_fill(~keep, -math.inf)
     return torch.softmax(kept, dim=-1)
@@ -103,11 +108,14 @@ def target_kl(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     log_probs : tensor of shape (n, n_classes)
+        log p(·|x) of each sample.
     target : tensor of shape (n, n_classes)
+        q of each sample, rows summing to one; 0 log 0 counts as 0.
 
     Returns
     -------
     kl : tensor of shape (n,)
+        KL(q ‖ p(·|x)) of each sample.
     """
     log_target = torch.where(target > 0, target.log(), torch.zeros_like(target))
     return (target * (log_target - log_probs)).sum(-1)
@@ -116,7 +124,20 @@ def target_kl(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def parameter_distance(
     params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor]
 ) -> torch.Tensor:
-    """‖θ − θ₀‖ over all parameter tensors."""
+    """‖θ − θ₀‖ over all parameter tensors.
+
+    Parameters
+    ----------
+    params : sequence of tensor
+        θ, the current parameters.
+    anchors : sequence of tensor
+        θ₀, of the same shapes, in the same order.
+
+    Returns
+    -------
+    distance : tensor
+        The Euclidean norm of θ − θ₀ over all tensors together (a scalar).
+    """
     diffs = torch._foreach_sub(list(params), list(anchors))
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(diffs)))
 
@@ -130,6 +151,22 @@ def stationarity(
     """‖∇F(θ) + λ(θ − θ₀)‖∞: the objective's largest gradient coordinate.
 
     Zero at the objective's optimum; the ∞-norm is the one L-BFGS tests.
+
+    Parameters
+    ----------
+    params : sequence of tensor
+        θ.
+    grads : sequence of tensor
+        ∇F(θ), one per parameter tensor.
+    anchors : sequence of tensor
+        θ₀.
+    anchor_strength : float
+        λ.
+
+    Returns
+    -------
+    norm : tensor
+        The largest absolute coordinate of ∇F(θ) + λ(θ − θ₀) (a scalar).
     """
     total = torch._foreach_sub(list(params), list(anchors))
     torch._foreach_mul_(total, anchor_strength)
@@ -140,7 +177,21 @@ def stationarity(
 # --------------------------------------------------------------------------- solver
 @dataclass
 class AdamState:
-    """Adam's moment estimates for a list of parameters."""
+    """Adam's moment estimates for a list of parameters.
+
+    Parameters
+    ----------
+    exp_avg : list of tensor
+        First-moment estimates m, one per parameter tensor.
+    exp_avg_sq : list of tensor
+        Second-moment estimates v, one per parameter tensor.
+    step : int, default=0
+        Steps taken, for the bias corrections.
+    betas : (float, float), default=(0.9, 0.999)
+        Decay rates of the two moment estimates.
+    eps : float, default=1e-8
+        Added to sqrt(v̂) in the denominator.
+    """
 
     exp_avg: list[torch.Tensor]
     exp_avg_sq: list[torch.Tensor]
@@ -150,6 +201,18 @@ class AdamState:
 
     @classmethod
     def zeros_like(cls, params: Sequence[torch.Tensor]) -> AdamState:
+        """A state before the first step: zero moments shaped as ``params``.
+
+        Parameters
+        ----------
+        params : sequence of tensor
+            The parameters the state is for.
+
+        Returns
+        -------
+        state : AdamState
+            Zero moment estimates, ``step`` 0 and Adam's default ``betas`` and ``eps``.
+        """
         return cls(
             [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
         )
@@ -170,6 +233,21 @@ def anchored_adam_step(
     With d = sqrt(v̂) + ε Adam's per-coordinate scale, z = θ − lr·m̂/d the Adam
     step on F alone, the step solves argmin_θ (λ/2)‖θ − θ₀‖² + ‖θ − z‖²_d/(2·lr)
     in closed form: θ = (d·z + lr·λ·θ₀) / (d + lr·λ).
+
+    Parameters
+    ----------
+    params : sequence of tensor
+        θ, updated in place.
+    grads : sequence of tensor
+        ∇F(θ), one per parameter tensor.
+    anchors : sequence of tensor
+        θ₀.
+    state : AdamState
+        The moment estimates, updated in place.
+    lr : float
+        Adam's step size.
+    anchor_strength : float
+        λ.
     """
     beta1, beta2 = state.betas
     state.step += 1
@@ -314,16 +392,16 @@ def famr_unlearn(
         The forget set, on the module's device.
     keep : bool tensor of shape (n_classes,) or None
         Classes the target covers (all when None).
-    forget_target : {"uniform", "renormalized"}, default="uniform"
-        F's target on the forget set: uniform over the kept classes (the
-        paper's), or :func:`renormalized_target` of the model at θ₀ (needs
-        some classes dropped from ``keep``, else it is the model itself).
     anchor_strength : float
         λ.
     n_steps : int
         The most iterations (of Adam, or of L-BFGS, each with a line search).
     generator : torch.Generator
         CPU generator for Adam's minibatch indices.
+    forget_target : {"uniform", "renormalized"}, default="uniform"
+        F's target on the forget set: uniform over the kept classes (the
+        paper's), or :func:`renormalized_target` of the model at θ₀ (needs
+        some classes dropped from ``keep``, else it is the model itself).
     solver : {"lbfgs", "adam"}, default="lbfgs"
         ``"lbfgs"``: torch's L-BFGS with a strong-Wolfe line search on the
         whole forget set. ``"adam"``: :func:`anchored_adam_step`, with
@@ -338,6 +416,7 @@ def famr_unlearn(
         ``tol`` · ‖∇F(θ₀)‖∞ (Adam: on the step's samples, before the step);
         None takes all ``n_steps``.
     progress : tqdm bar, optional
+        Advanced by the iterations taken.
 
     Returns
     -------

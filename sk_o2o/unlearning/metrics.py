@@ -29,8 +29,10 @@ def mia_features(
 
     Parameters
     ----------
-    estimator : fitted classifier with ``predict_proba`` and ``classes_``
+    estimator : estimator
+        A fitted classifier with ``predict_proba`` and ``classes_``.
     X : array-like of shape (n_samples, n_features)
+        The samples.
     y : array-like of shape (n_samples,), optional
         Labels, needed for ``feature="loss"``.
     feature : {"entropy", "loss"}, default="entropy"
@@ -39,6 +41,7 @@ def mia_features(
     Returns
     -------
     values : ndarray of shape (n_samples,)
+        The feature of each sample (natural logarithms).
 
     Examples
     --------
@@ -85,7 +88,8 @@ def membership_inference_score(
 
     Parameters
     ----------
-    estimator : fitted classifier
+    estimator : estimator
+        A fitted classifier with ``predict_proba`` and ``classes_``.
     X_retain, y_retain : array-like
         Training samples the model kept.
     X_test, y_test : array-like
@@ -99,6 +103,7 @@ def membership_inference_score(
     Returns
     -------
     score : float in [0, 1]
+        The fraction of the forget set predicted to be members.
 
     Examples
     --------
@@ -143,11 +148,19 @@ def evaluate_unlearning(
 
     Parameters
     ----------
-    estimator : fitted classifier
+    estimator : estimator
+        A fitted classifier with ``predict_proba``, ``classes_`` and ``score``
+        (an unlearner, or a Pipeline ending in one).
     forget, retain, test : (X, y) pairs
+        The forgotten samples, the training samples kept, and samples the
+        model never saw (the rows of the remaining classes, for class
+        forgetting).
     feature : {"entropy", "loss"}, default="entropy"
         Signal of the membership-inference attack.
     random_state : int, RandomState instance or None, default=0
+        Seeds the balancing of members and non-members in
+        :func:`membership_inference_score`; fixed by default, so that models
+        are compared on the same attack.
 
     Returns
     -------

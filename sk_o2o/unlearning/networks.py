@@ -44,6 +44,18 @@ class MLPClassifierModule(nn.Module):
         self.net = MLP(n_features, tuple(hidden_sizes), n_classes)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """Class logits of the rows of ``X``.
+
+        Parameters
+        ----------
+        X : tensor of shape (n_samples, n_features)
+            Input rows.
+
+        Returns
+        -------
+        logits : tensor of shape (n_samples, n_classes)
+            Unnormalised class scores.
+        """
         return self.net(X)
 
 

@@ -71,6 +71,18 @@ def batch_mean_advantage_weights(
     Their code multiplies (B,) advantages by (B, 1) betas, which broadcasts to a
     (B, B) matrix, and averages it against the (B,) log-likelihoods: every sample
     is weighted by its advantage at all the batch's β, not at its own.
+
+    Parameters
+    ----------
+    advantage : tensor of shape (batch,)
+        A_j = Q̄(s_j, a_j) − V(s_j).
+    beta : tensor of shape (batch,)
+        β_i of each sample.
+
+    Returns
+    -------
+    weights : tensor of shape (batch,)
+        w_j, the same whatever the samples' own β.
     """
     weights = torch.exp(beta.reshape(-1, 1) * advantage.reshape(1, -1))
     return weights.clamp(max=MAX_ADVANTAGE_WEIGHT).mean(0)
@@ -90,7 +102,44 @@ class _BalanceConfig:
 
 @dataclass(kw_only=True)
 class FamO2OIQLConfig(IQLConfig, _BalanceConfig):
-    """IQL's configuration plus the balance model's."""
+    """IQL's configuration plus the balance model's.
+
+    Parameters
+    ----------
+    obs_dim : int
+        Observation size.
+    act_dim : int
+        Action size.
+    hidden : tuple of int, default=(256, 256)
+        Hidden layer widths of every network (π_b's included).
+    expectile : float, default=0.7
+        τ of IQL's value loss.
+    gamma : float, default=0.99
+        γ, the discount.
+    tau : float, default=0.005
+        Soft-update rate of the target critics.
+    actor_lr : float, default=3e-4
+        Adam learning rate of the universal model.
+    critic_lr : float, default=3e-4
+        Adam learning rate of the critics.
+    value_lr : float, default=3e-4
+        Adam learning rate of the value network.
+    actor_cond_dim : int, default=BALANCE_CODE_DIM
+        Extra inputs of the actor: the code of β (6 numbers).
+    balance_range : (float, float), default=(1.0, 5.0)
+        The range of β.
+    balance_lr : float, default=3e-4
+        Adam learning rate of the balance model.
+    alpha_lr : float, default=3e-4
+        Adam learning rate of its temperature.
+    initial_alpha : float, default=1.0
+        The temperature α_b before training.
+    target_entropy : float, default=-0.5
+        H_target of the temperature loss.
+    batch_mean_weights : bool, default=False
+        Weight the universal model's samples as the authors' JAX code does
+        (:func:`batch_mean_advantage_weights`) instead of each at its own β.
+    """
 
     actor_cond_dim: int = BALANCE_CODE_DIM
     batch_mean_weights: bool = False  # the authors' (B, B) broadcast
@@ -98,7 +147,44 @@ class FamO2OIQLConfig(IQLConfig, _BalanceConfig):
 
 @dataclass(kw_only=True)
 class FamO2OTD3BCConfig(TD3BCConfig, _BalanceConfig):
-    """TD3+BC's configuration plus the balance model's."""
+    """TD3+BC's configuration plus the balance model's.
+
+    Parameters
+    ----------
+    obs_dim : int
+        Observation size.
+    act_dim : int
+        Action size.
+    hidden : tuple of int, default=(256, 256)
+        Hidden layer widths of every network (π_b's included).
+    gamma : float, default=0.99
+        γ, the discount.
+    tau : float, default=0.005
+        Soft-update rate of the target actor and critics.
+    actor_lr : float, default=3e-4
+        Adam learning rate of the universal model.
+    critic_lr : float, default=3e-4
+        Adam learning rate of the critics.
+    policy_noise : float, default=0.2
+        σ of the target policy smoothing noise.
+    noise_clip : float, default=0.5
+        The clip of that noise.
+    exploration_noise : float, default=0.1
+        Standard deviation of the actor's exploration noise, also added to its
+        action in the balance model's step.
+    actor_cond_dim : int, default=BALANCE_CODE_DIM
+        Extra inputs of the actor: the code of β (6 numbers).
+    balance_range : (float, float), default=(1.0, 5.0)
+        The range of β.
+    balance_lr : float, default=3e-4
+        Adam learning rate of the balance model.
+    alpha_lr : float, default=3e-4
+        Adam learning rate of its temperature.
+    initial_alpha : float, default=1.0
+        The temperature α_b before training.
+    target_entropy : float, default=-0.5
+        H_target of the temperature loss.
+    """
 
     actor_cond_dim: int = BALANCE_CODE_DIM
 
@@ -135,11 +221,33 @@ class _BalanceMixin:
         return losses
 
     def chosen_balance(self, observations: torch.Tensor) -> torch.Tensor:
-        """β that the balance model picks for each state (its mean)."""
+        """β that the balance model picks for each state (its mean).
+
+        Parameters
+        ----------
+        observations : tensor of shape (batch, obs_dim)
+            Normalised states.
+
+        Returns
+        -------
+        beta : tensor of shape (batch,)
+            :meth:`BalanceModel.mode <sk_o2o.rl.balance.BalanceModel.mode>`.
+        """
         return self.balance_model.mode(observations)
 
     def act(self, observations: torch.Tensor) -> torch.Tensor:
-        """Deterministic action of π_u with the balance model's β."""
+        """Deterministic action of π_u with the balance model's β.
+
+        Parameters
+        ----------
+        observations : tensor of shape (batch, obs_dim)
+            Normalised states.
+
+        Returns
+        -------
+        actions : tensor of shape (batch, act_dim)
+            π_u's mean action at β = :meth:`chosen_balance`, in [-1, 1].
+        """
         beta = self.chosen_balance(observations)
         return self.actor.mode(observations, balance_code(beta))
 
@@ -147,12 +255,45 @@ class _BalanceMixin:
     def sample_balance(
         self, observations: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        """β ~ π_b(·|s) from standard-normal ``noise``, without gradient."""
+        """β ~ π_b(·|s) from standard-normal ``noise``, without gradient.
+
+        Parameters
+        ----------
+        observations : tensor of shape (batch, obs_dim)
+            Normalised states.
+        noise : tensor of shape (batch,)
+            Standard-normal draws.
+
+        Returns
+        -------
+        beta : tensor of shape (batch,)
+            One sampled β per state.
+        """
         return self.balance_model.sample(observations, noise)[0]
 
     def update_balance(
         self, batch: Batch, noise: torch.Tensor, action_noise: torch.Tensor
     ) -> dict[str, torch.Tensor]:
+        """The balance model's step and its temperature's (steps 1 and 2).
+
+        Only π_b and α_b learn: the universal model's action and the target
+        critics' value carry the gradient to β but are not stepped.
+
+        Parameters
+        ----------
+        batch : Batch
+            Normalised transitions (their observations are read).
+        noise : tensor of shape (batch,)
+            Standard-normal draws of π_b's sample.
+        action_noise : tensor of shape (batch, act_dim)
+            Standard-normal draws of the universal model's sampled action.
+
+        Returns
+        -------
+        losses : dict of str to tensor
+            ``balance_loss``, ``alpha`` (α_b before the step) and
+            ``mean_beta`` (of the sampled β), detached.
+        """
         obs = batch.observations
         beta, log_prob = self.balance_model.sample(obs, noise)
         action = self.actor.sample(obs, action_noise, balance_code(beta))
@@ -176,7 +317,15 @@ class _BalanceMixin:
 
 
 class FamO2OIQLCore(_BalanceMixin, IQLCore):
-    """IQL's networks with a β-conditioned actor, plus π_b and its temperature."""
+    """IQL's networks with a β-conditioned actor, plus π_b and its temperature.
+
+    Parameters
+    ----------
+    config : FamO2OIQLConfig
+        The networks' sizes and the update's settings.
+    device : torch.device
+        Where the networks and the optimiser states live.
+    """
 
     def __init__(self, config: FamO2OIQLConfig, device: torch.device):
         IQLCore.__init__(self, config, device)
@@ -185,7 +334,21 @@ class FamO2OIQLCore(_BalanceMixin, IQLCore):
     def actor_weights(
         self, advantage: torch.Tensor, beta: torch.Tensor
     ) -> torch.Tensor:
-        """min(exp(β_i · A_i), 100) per sample, or the authors' batch mean."""
+        """min(exp(β_i · A_i), 100) per sample, or the authors' batch mean.
+
+        Parameters
+        ----------
+        advantage : tensor of shape (batch,)
+            A_i = Q̄(s_i, a_i) − V(s_i).
+        beta : tensor of shape (batch,)
+            β_i of each sample.
+
+        Returns
+        -------
+        weights : tensor of shape (batch,)
+            :func:`~sk_o2o.rl.algos.iql.advantage_weights`, or
+            :func:`batch_mean_advantage_weights` with ``batch_mean_weights``.
+        """
         if self.config.batch_mean_weights:
             return batch_mean_advantage_weights(advantage, beta)
         return super().actor_weights(advantage, beta)
@@ -193,7 +356,20 @@ class FamO2OIQLCore(_BalanceMixin, IQLCore):
     def update_universal(
         self, batch: Batch, beta: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """IQL's joint step with the actor conditioned on each sample's β."""
+        """IQL's joint step with the actor conditioned on each sample's β.
+
+        Parameters
+        ----------
+        batch : Batch
+            Normalised transitions on the core's device.
+        beta : tensor of shape (batch,)
+            β of each sample.
+
+        Returns
+        -------
+        losses : dict of str to tensor
+            As :meth:`IQLCore.update <sk_o2o.rl.algos.iql.IQLCore.update>`.
+        """
         return IQLCore.update(self, batch, beta, balance_code(beta))
 
     def update_step(
@@ -208,11 +384,20 @@ class FamO2OIQLCore(_BalanceMixin, IQLCore):
         Parameters
         ----------
         batch : Batch
+            Normalised transitions on the core's device.
         balance_noise : (noise, action_noise) or None
             The balance model's step is taken when given (with these draws).
         beta : tensor of shape (batch,) or None
             β of each sample for the universal model; if ``None``, drawn from π_b
             after its step with ``beta_noise`` (the online phase).
+        beta_noise : tensor of shape (batch,), optional
+            Standard-normal draws for that β; needed when ``beta`` is None.
+
+        Returns
+        -------
+        losses : dict of str to tensor
+            IQL's three losses, plus the balance model's (:meth:`update_balance`)
+            when it stepped; detached.
         """
         worker = self.__dict__.get("_second_thread")
         in_halves = (
@@ -293,7 +478,15 @@ class FamO2OIQLCore(_BalanceMixin, IQLCore):
 
 
 class FamO2OTD3BCCore(_BalanceMixin, TD3BCCore):
-    """TD3+BC's networks with a β-conditioned actor, plus π_b and its temperature."""
+    """TD3+BC's networks with a β-conditioned actor, plus π_b and its temperature.
+
+    Parameters
+    ----------
+    config : FamO2OTD3BCConfig
+        The networks' sizes and the update's settings.
+    device : torch.device
+        Where the networks and the optimiser states live.
+    """
 
     def __init__(self, config: FamO2OTD3BCConfig, device: torch.device):
         TD3BCCore.__init__(self, config, device)
@@ -306,7 +499,24 @@ class FamO2OTD3BCCore(_BalanceMixin, TD3BCCore):
         target_noise: torch.Tensor,
         update_actor: bool,
     ) -> dict[str, torch.Tensor]:
-        """TD3+BC's step with the actor (and target actor) conditioned on β."""
+        """TD3+BC's step with the actor (and target actor) conditioned on β.
+
+        Parameters
+        ----------
+        batch : Batch
+            Normalised transitions on the core's device.
+        beta : tensor of shape (batch,)
+            β of each sample.
+        target_noise : tensor of shape (batch, act_dim)
+            N(0, policy_noise²) noise for the target policy smoothing.
+        update_actor : bool
+            Whether to step the actor and the targets.
+
+        Returns
+        -------
+        losses : dict of str to tensor
+            As :meth:`TD3BCCore.update <sk_o2o.rl.algos.td3bc.TD3BCCore.update>`.
+        """
         return TD3BCCore.update(
             self, batch, beta, target_noise, update_actor, balance_code(beta)
         )
@@ -324,6 +534,27 @@ class FamO2OTD3BCCore(_BalanceMixin, TD3BCCore):
 
         As :meth:`FamO2OIQLCore.update_step`, plus TD3+BC's ``target_noise``
         (N(0, policy_noise²)) and whether this step ``update_actor``.
+
+        Parameters
+        ----------
+        batch : Batch
+            Normalised transitions on the core's device.
+        balance_noise : (noise, action_noise) or None
+            The balance model's step is taken when given (with these draws).
+        beta : tensor of shape (batch,) or None
+            β of each sample for the universal model; if ``None``, drawn from π_b
+            after its step with ``beta_noise`` (the online phase).
+        beta_noise : tensor of shape (batch,) or None
+            Standard-normal draws for that β; needed when ``beta`` is None.
+        target_noise : tensor of shape (batch, act_dim)
+            N(0, policy_noise²) noise for the target policy smoothing.
+        update_actor : bool
+            Whether to step the actor and the targets.
+
+        Returns
+        -------
+        losses : dict of str to tensor
+            TD3+BC's losses, plus the balance model's when it stepped; detached.
         """
         return self._balance_then_universal(
             batch,

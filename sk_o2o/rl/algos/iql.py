@@ -59,11 +59,25 @@ __all__ = [
 ]
 
 MAX_ADVANTAGE_WEIGHT = 100.0
+"""The cap of the actor's advantage weights exp(β·A), as in the authors' code."""
 
 
 # ----------------------------------------------------------------- losses, in order
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    """Asymmetric squared loss: weight τ where diff ≥ 0, 1 − τ where diff < 0."""
+    """Asymmetric squared loss: weight τ where diff ≥ 0, 1 − τ where diff < 0.
+
+    Parameters
+    ----------
+    diff : tensor
+        The residuals, Q̄(s, a) − V(s) for the value loss.
+    expectile : float
+        τ, in (0, 1).
+
+    Returns
+    -------
+    loss : tensor
+        The mean weighted square (a scalar).
+    """
     weight = torch.where(diff < 0, 1.0 - expectile, expectile)
     return (weight * diff.square()).mean()
 
@@ -71,19 +85,60 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
 def value_loss(
     target_q: torch.Tensor, value: torch.Tensor, expectile: float
 ) -> torch.Tensor:
-    """L_V: V(s) regresses to the τ-expectile of Q̄(s, a) over dataset actions."""
+    """L_V: V(s) regresses to the τ-expectile of Q̄(s, a) over dataset actions.
+
+    Parameters
+    ----------
+    target_q : tensor of shape (batch,)
+        Q̄(s, a) of the dataset's state-action pairs (no gradient).
+    value : tensor of shape (batch,)
+        V(s).
+    expectile : float
+        τ, in (0, 1).
+
+    Returns
+    -------
+    loss : tensor
+        The scalar loss.
+    """
     return expectile_loss(target_q - value, expectile)
 
 
 def advantage_weights(
     advantage: torch.Tensor, beta: float | torch.Tensor
 ) -> torch.Tensor:
-    """AWR weights min(exp(β·A), 100); ``beta`` may be per sample (FamO2O, GORL)."""
+    """AWR weights min(exp(β·A), 100); ``beta`` may be per sample (FamO2O, GORL).
+
+    Parameters
+    ----------
+    advantage : tensor of shape (batch,)
+        A = Q̄(s, a) − V(s).
+    beta : float or tensor of shape (batch,)
+        β, the advantage inverse temperature.
+
+    Returns
+    -------
+    weights : tensor of shape (batch,)
+        The weight of each sample in the actor loss.
+    """
     return torch.exp(beta * advantage).clamp(max=MAX_ADVANTAGE_WEIGHT)
 
 
 def actor_loss(log_prob: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """L_π: advantage-weighted negative log-likelihood of the dataset actions."""
+    """L_π: advantage-weighted negative log-likelihood of the dataset actions.
+
+    Parameters
+    ----------
+    log_prob : tensor of shape (batch,)
+        log π(a | s) of the dataset actions.
+    weights : tensor of shape (batch,)
+        The samples' weights (no gradient flows into them).
+
+    Returns
+    -------
+    loss : tensor
+        The scalar loss.
+    """
     return -(weights.detach() * log_prob).mean()
 
 
@@ -94,7 +149,26 @@ def critic_loss(
     next_value: torch.Tensor,
     gamma: float,
 ) -> torch.Tensor:
-    """L_Q for an ensemble ``q`` of shape (n_critics, batch): summed over critics."""
+    """L_Q for an ensemble ``q`` of shape (n_critics, batch): summed over critics.
+
+    Parameters
+    ----------
+    q : tensor of shape (n_critics, batch)
+        Q_k(s, a) of each critic.
+    rewards : tensor of shape (batch,)
+        r, scaled.
+    dones : tensor of shape (batch,)
+        d, 1.0 for terminal transitions (no bootstrapping).
+    next_value : tensor of shape (batch,)
+        The bootstrap value of s' (V(s') for IQL; no gradient flows into it).
+    gamma : float
+        γ, the discount.
+
+    Returns
+    -------
+    loss : tensor
+        E[ Σ_k (Q_k(s,a) − r − γ(1 − d) next_value)² ], a scalar.
+    """
     target = rewards + gamma * (1.0 - dones) * next_value.detach()
     return (q - target).square().sum(0).mean()
 
@@ -104,6 +178,26 @@ def cosine_decay(lr: float, step: int, n_steps: int) -> float:
 
     ``optax.cosine_decay_schedule(lr, T)`` at update ``t`` (0 for the first);
     CORL's IQL and d3rlpy's IQL reproduction decay the actor the same way.
+
+    Parameters
+    ----------
+    lr : float
+        The initial rate.
+    step : int
+        t, the update's index (0 for the first); held at T after T.
+    n_steps : int
+        T, the length of the decay.
+
+    Returns
+    -------
+    rate : float
+        The actor's learning rate at update ``step``.
+
+    Examples
+    --------
+    >>> from sk_o2o.rl.algos.iql import cosine_decay
+    >>> [cosine_decay(3e-4, t, n_steps=100) for t in (0, 50, 100)]
+    [0.0003, 0.00015, 0.0]
     """
     return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, n_steps) / n_steps))
 
@@ -111,7 +205,31 @@ def cosine_decay(lr: float, step: int, n_steps: int) -> float:
 # ----------------------------------------------------------------- networks + update
 @dataclass
 class IQLConfig:
-    """Everything that defines an IQL learner's networks and update."""
+    """Everything that defines an IQL learner's networks and update.
+
+    Parameters
+    ----------
+    obs_dim : int
+        Observation size.
+    act_dim : int
+        Action size.
+    hidden : tuple of int, default=(256, 256)
+        Hidden layer widths of the actor, the critics and the value network.
+    actor_cond_dim : int, default=0
+        Extra inputs of the actor (FamO2O's code of β); 0 for plain IQL.
+    expectile : float, default=0.7
+        τ of the value loss.
+    gamma : float, default=0.99
+        γ, the discount.
+    tau : float, default=0.005
+        Soft-update rate of the target critics.
+    actor_lr : float, default=3e-4
+        Adam learning rate of the actor.
+    critic_lr : float, default=3e-4
+        Adam learning rate of the critics.
+    value_lr : float, default=3e-4
+        Adam learning rate of the value network.
+    """
 
     obs_dim: int
     act_dim: int
@@ -130,6 +248,13 @@ class IQLCore(nn.Module):
 
     It never sees numpy, normalisation or validation: the estimator feeds it
     normalised batches that are already on the device.
+
+    Parameters
+    ----------
+    config : IQLConfig
+        The networks' sizes and the update's settings.
+    device : torch.device
+        Where the networks and the optimiser state live.
     """
 
     def __init__(self, config: IQLConfig, device: torch.device):
@@ -154,11 +279,28 @@ class IQLCore(nn.Module):
     _ACTOR_GROUP = 2  # the optimiser's parameter groups: critics, value, actor
 
     def set_actor_lr(self, lr: float) -> None:
-        """Set the actor's learning rate (for a schedule over the offline steps)."""
+        """Set the actor's learning rate (for a schedule over the offline steps).
+
+        Parameters
+        ----------
+        lr : float
+            The new rate.
+        """
         self.optimizer.param_groups[self._ACTOR_GROUP]["lr"] = float(lr)
 
     def to(self, device: torch.device) -> IQLCore:  # type: ignore[override]
-        """Move networks and optimiser state to ``device``."""
+        """Move networks and optimiser state to ``device``.
+
+        Parameters
+        ----------
+        device : torch.device
+            The new device.
+
+        Returns
+        -------
+        self : IQLCore
+            This core, moved in place.
+        """
         return move_module_and_optimizers(self, device)
 
     def __reduce__(self):
@@ -166,18 +308,55 @@ class IQLCore(nn.Module):
 
     @torch.no_grad()
     def target_q(self, observations: torch.Tensor, actions: torch.Tensor):
-        """Q̄(s, a): the minimum over the target critics."""
+        """Q̄(s, a): the minimum over the target critics, without gradient.
+
+        Parameters
+        ----------
+        observations : tensor of shape (batch, obs_dim)
+            s.
+        actions : tensor of shape (batch, act_dim)
+            a.
+
+        Returns
+        -------
+        target_q : tensor of shape (batch,)
+            min_k Q̄_k(s, a).
+        """
         return self.target_critic(observations, actions).min(0).values
 
     def actor_weights(
         self, advantage: torch.Tensor, beta: float | torch.Tensor
     ) -> torch.Tensor:
-        """Each sample's weight in the actor loss (FamO2O may weight otherwise)."""
+        """Each sample's weight in the actor loss (FamO2O may weight otherwise).
+
+        Parameters
+        ----------
+        advantage : tensor of shape (batch,)
+            A = Q̄(s, a) − V(s).
+        beta : float or tensor of shape (batch,)
+            β.
+
+        Returns
+        -------
+        weights : tensor of shape (batch,)
+            :func:`advantage_weights` of the samples.
+        """
         return advantage_weights(advantage, beta)
 
     @torch.no_grad()
     def next_value(self, next_observations: torch.Tensor) -> torch.Tensor:
-        """V(s') for the TD target, without gradient."""
+        """V(s') for the TD target, without gradient.
+
+        Parameters
+        ----------
+        next_observations : tensor of shape (batch, obs_dim)
+            s'.
+
+        Returns
+        -------
+        next_value : tensor of shape (batch,)
+            V(s').
+        """
         return self.value(next_observations).squeeze(-1)
 
     # The three losses at this core's settings, from the networks' outputs: every
@@ -185,7 +364,20 @@ class IQLCore(nn.Module):
     def value_loss_of(
         self, target_q: torch.Tensor, value: torch.Tensor
     ) -> torch.Tensor:
-        """L_V with this core's expectile."""
+        """L_V with this core's expectile.
+
+        Parameters
+        ----------
+        target_q : tensor of shape (batch,)
+            Q̄(s, a).
+        value : tensor of shape (batch,)
+            V(s).
+
+        Returns
+        -------
+        loss : tensor
+            :func:`value_loss`, a scalar.
+        """
         return value_loss(target_q, value, self.config.expectile)
 
     def actor_loss_of(
@@ -195,13 +387,45 @@ class IQLCore(nn.Module):
         value: torch.Tensor,
         beta: float | torch.Tensor,
     ) -> torch.Tensor:
-        """L_π with the advantage Q̄(s, a) − V(s) (no gradient into V)."""
+        """L_π with the advantage Q̄(s, a) − V(s) (no gradient into V).
+
+        Parameters
+        ----------
+        log_prob : tensor of shape (batch,)
+            log π(a | s) of the dataset actions.
+        target_q : tensor of shape (batch,)
+            Q̄(s, a).
+        value : tensor of shape (batch,)
+            V(s).
+        beta : float or tensor of shape (batch,)
+            β.
+
+        Returns
+        -------
+        loss : tensor
+            :func:`actor_loss` with :meth:`actor_weights`, a scalar.
+        """
         return actor_loss(log_prob, self.actor_weights(target_q - value.detach(), beta))
 
     def critic_loss_of(
         self, q: torch.Tensor, batch: Batch, next_value: torch.Tensor
     ) -> torch.Tensor:
-        """L_Q with this core's discount."""
+        """L_Q with this core's discount.
+
+        Parameters
+        ----------
+        q : tensor of shape (n_critics, batch)
+            Q_k(s, a).
+        batch : Batch
+            The batch (its rewards and dones are read).
+        next_value : tensor of shape (batch,)
+            V(s').
+
+        Returns
+        -------
+        loss : tensor
+            :func:`critic_loss`, a scalar.
+        """
         return critic_loss(q, batch.rewards, batch.dones, next_value, self.config.gamma)
 
     def losses(
@@ -210,7 +434,22 @@ class IQLCore(nn.Module):
         beta: float | torch.Tensor,
         cond: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The three IQL losses at the current parameters, in update order."""
+        """The three IQL losses at the current parameters, in update order.
+
+        Parameters
+        ----------
+        batch : Batch
+            Normalised transitions on the core's device.
+        beta : float or tensor of shape (batch,)
+            β of the actor loss.
+        cond : tensor of shape (batch, actor_cond_dim), optional
+            The actor's extra inputs (FamO2O's code of β).
+
+        Returns
+        -------
+        losses : dict of str to tensor
+            ``value_loss``, ``actor_loss`` and ``critic_loss``, with their graphs.
+        """
         target_q = self.target_q(batch.observations, batch.actions)
         next_value = self.next_value(batch.next_observations)
         value = self.value(batch.observations).squeeze(-1)
@@ -228,7 +467,27 @@ class IQLCore(nn.Module):
         beta: float | torch.Tensor,
         cond: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One IQL step; returns the (detached, un-synchronised) losses."""
+        """One IQL step: the three losses, one backward pass, one Adam step.
+
+        Then the soft update of the target critics. Inside :meth:`halves_on`,
+        on a fused optimiser that has taken its first step, the step runs in
+        two halves on two threads, with the same result.
+
+        Parameters
+        ----------
+        batch : Batch
+            Normalised transitions on the core's device.
+        beta : float or tensor of shape (batch,)
+            β of the actor loss.
+        cond : tensor of shape (batch, actor_cond_dim), optional
+            The actor's extra inputs (FamO2O's code of β).
+
+        Returns
+        -------
+        losses : dict of str to tensor
+            ``value_loss``, ``actor_loss`` and ``critic_loss``, detached and not
+            synchronised with the device (read them when needed).
+        """
         worker = self.__dict__.get("_second_thread")
         if worker is not None and isinstance(self.optimizer, FusedAdam):
             if self.optimizer.ready:  # the first step creates Adam's state whole
@@ -246,7 +505,18 @@ class IQLCore(nn.Module):
 
     @contextlib.contextmanager
     def halves_on(self, worker: SecondThread | None) -> Iterator[None]:
-        """Within this context, steps run in two halves, the second on ``worker``."""
+        """Within this context, steps run in two halves, the second on ``worker``.
+
+        Parameters
+        ----------
+        worker : SecondThread or None
+            The thread that runs the value and actor half; None runs whole steps.
+
+        Yields
+        ------
+        None
+            Steps of :meth:`update` inside the block use ``worker``.
+        """
         self.__dict__["_second_thread"] = worker  # not a module attribute: no pickling
         try:
             yield

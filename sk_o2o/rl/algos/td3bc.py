@@ -44,7 +44,22 @@ __all__ = [
 def smoothed_target_action(
     target_action: torch.Tensor, noise: torch.Tensor, noise_clip: float
 ) -> torch.Tensor:
-    """TD3's target policy smoothing: clipped noise on the target action."""
+    """TD3's target policy smoothing: clipped noise on the target action.
+
+    Parameters
+    ----------
+    target_action : tensor of shape (batch, act_dim)
+        π̄(s'), the target actor's action, in [-1, 1].
+    noise : tensor of shape (batch, act_dim)
+        ε ~ N(0, σ²).
+    noise_clip : float
+        c: the noise is clipped to [−c, c].
+
+    Returns
+    -------
+    action : tensor of shape (batch, act_dim)
+        ã' = clip(π̄(s') + clip(ε, −c, c), −1, 1).
+    """
     return (target_action + noise.clamp(-noise_clip, noise_clip)).clamp(-1.0, 1.0)
 
 
@@ -59,6 +74,22 @@ def td3bc_actor_loss(
     The squared error is averaged over the action's dimensions too, as the
     authors' ``F.mse_loss(pi, action)``: summed, it would weigh behaviour cloning
     ``act_dim`` times more, i.e. act as β / act_dim.
+
+    Parameters
+    ----------
+    q_of_policy_action : tensor of shape (batch,)
+        Q₁(s, π(s)), the first critic's value of the actor's action.
+    policy_action : tensor of shape (batch, act_dim)
+        π(s).
+    actions : tensor of shape (batch, act_dim)
+        a, the dataset's actions.
+    beta : float or tensor of shape (batch,)
+        β (the paper's α), one value or one per sample.
+
+    Returns
+    -------
+    loss : tensor
+        The scalar loss.
     """
     lam = beta / q_of_policy_action.abs().mean().detach()
     bc = (policy_action - actions).square().mean(-1)
@@ -70,6 +101,24 @@ def actor_step_due(n_updates: int, policy_freq: int) -> bool:
 
     The authors count the step before testing it: the actor's first step is the
     ``policy_freq``-th update, after ``policy_freq`` critic steps.
+
+    Parameters
+    ----------
+    n_updates : int
+        The update's index, counted from 0.
+    policy_freq : int
+        Critic steps per actor step.
+
+    Returns
+    -------
+    due : bool
+        Whether this update steps the actor (and the targets).
+
+    Examples
+    --------
+    >>> from sk_o2o.rl.algos.td3bc import actor_step_due
+    >>> [actor_step_due(n, policy_freq=2) for n in range(4)]
+    [False, True, False, True]
     """
     return (n_updates + 1) % policy_freq == 0
 
@@ -77,7 +126,33 @@ def actor_step_due(n_updates: int, policy_freq: int) -> bool:
 # ----------------------------------------------------------------- networks + update
 @dataclass
 class TD3BCConfig:
-    """Everything that defines a TD3+BC learner's networks and update."""
+    """Everything that defines a TD3+BC learner's networks and update.
+
+    Parameters
+    ----------
+    obs_dim : int
+        Observation size.
+    act_dim : int
+        Action size.
+    hidden : tuple of int, default=(256, 256)
+        Hidden layer widths of the actor and the critics.
+    actor_cond_dim : int, default=0
+        Extra inputs of the actor (FamO2O's code of β); 0 for plain TD3+BC.
+    gamma : float, default=0.99
+        γ, the discount.
+    tau : float, default=0.005
+        Soft-update rate of the target actor and critics.
+    actor_lr : float, default=3e-4
+        Adam learning rate of the actor.
+    critic_lr : float, default=3e-4
+        Adam learning rate of the critics.
+    policy_noise : float, default=0.2
+        σ of the target policy smoothing noise (the estimator draws it).
+    noise_clip : float, default=0.5
+        c, the clip of that noise.
+    exploration_noise : float, default=0.1
+        Standard deviation of the actor's exploration noise.
+    """
 
     obs_dim: int
     act_dim: int
@@ -93,7 +168,15 @@ class TD3BCConfig:
 
 
 class TD3BCCore(nn.Module):
-    """TD3+BC's twin critics, deterministic actor, their targets and optimisers."""
+    """TD3+BC's twin critics, deterministic actor, their targets and optimisers.
+
+    Parameters
+    ----------
+    config : TD3BCConfig
+        The networks' sizes and the update's settings.
+    device : torch.device
+        Where the networks and the optimiser states live.
+    """
 
     def __init__(self, config: TD3BCConfig, device: torch.device):
         super().__init__()
@@ -121,6 +204,18 @@ class TD3BCCore(nn.Module):
         )
 
     def to(self, device: torch.device) -> TD3BCCore:  # type: ignore[override]
+        """Move networks and optimiser states to ``device``.
+
+        Parameters
+        ----------
+        device : torch.device
+            The new device.
+
+        Returns
+        -------
+        self : TD3BCCore
+            This core, moved in place.
+        """
         return move_module_and_optimizers(self, device)
 
     def __reduce__(self):
@@ -129,6 +224,22 @@ class TD3BCCore(nn.Module):
     def update_critic(
         self, batch: Batch, target_noise: torch.Tensor, cond: torch.Tensor | None
     ) -> torch.Tensor:
+        """The critics' step: L_Q with a smoothed target action, one Adam step.
+
+        Parameters
+        ----------
+        batch : Batch
+            Normalised transitions on the core's device.
+        target_noise : tensor of shape (batch, act_dim)
+            ε ~ N(0, policy_noise²), before clipping.
+        cond : tensor of shape (batch, actor_cond_dim) or None
+            The actors' extra inputs (FamO2O's code of β).
+
+        Returns
+        -------
+        loss : tensor
+            L_Q, with its graph.
+        """
         with torch.no_grad():
             next_action = smoothed_target_action(
                 self.target_actor.mode(batch.next_observations, cond),
@@ -146,6 +257,22 @@ class TD3BCCore(nn.Module):
     def update_actor(
         self, batch: Batch, beta: float | torch.Tensor, cond: torch.Tensor | None
     ) -> torch.Tensor:
+        """The actor's step, then the soft update of both targets.
+
+        Parameters
+        ----------
+        batch : Batch
+            Normalised transitions on the core's device.
+        beta : float or tensor of shape (batch,)
+            β of :func:`td3bc_actor_loss`.
+        cond : tensor of shape (batch, actor_cond_dim) or None
+            The actors' extra inputs (FamO2O's code of β).
+
+        Returns
+        -------
+        loss : tensor
+            L_π, with its graph.
+        """
         policy_action = self.actor.mode(batch.observations, cond)
         q = self.critic(batch.observations, policy_action)[0]
         loss = td3bc_actor_loss(q, policy_action, batch.actions, beta)
@@ -162,7 +289,26 @@ class TD3BCCore(nn.Module):
         update_actor: bool,
         cond: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One TD3+BC step; ``target_noise`` is N(0, policy_noise²) noise."""
+        """One TD3+BC step: the critics', and the actor's when it is due.
+
+        Parameters
+        ----------
+        batch : Batch
+            Normalised transitions on the core's device.
+        beta : float or tensor of shape (batch,)
+            β of the actor loss.
+        target_noise : tensor of shape (batch, act_dim)
+            N(0, policy_noise²) noise for the target policy smoothing.
+        update_actor : bool
+            Whether to step the actor and the targets (see :func:`actor_step_due`).
+        cond : tensor of shape (batch, actor_cond_dim), optional
+            The actors' extra inputs (FamO2O's code of β).
+
+        Returns
+        -------
+        losses : dict of str to tensor
+            ``critic_loss``, and ``actor_loss`` when the actor stepped; detached.
+        """
         losses = {"critic_loss": self.update_critic(batch, target_noise, cond).detach()}
         if update_actor:
             losses["actor_loss"] = self.update_actor(batch, beta, cond).detach()
