@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from numpydoc import validate  # in the `test` extra: the check runs, never skips
+from numpydoc.docscrape import NumpyDocString
 
 ROOT = Path(__file__).resolve().parents[1]
 API_PAGE = ROOT / "docs" / "api.md"
@@ -159,7 +161,6 @@ def test_the_lists_find_the_api():
 
 @pytest.mark.parametrize("path", CALLABLES)
 def test_numpydoc(path):
-    validate = pytest.importorskip("numpydoc.validate", reason="pip install numpydoc")
     result = validate.validate(path)
     ignored = set(IGNORED_CHECKS)
     obj = _import(path)
@@ -167,8 +168,6 @@ def test_numpydoc(path):
         # A NamedTuple documents its fields as Attributes: griffe does not see
         # them as parameters of the generated __new__ (and warns on a
         # Parameters section), numpydoc wants them as parameters.
-        from numpydoc.docscrape import NumpyDocString
-
         doc = NumpyDocString(inspect.getdoc(obj))
         documented = [n.strip() for a in doc["Attributes"] for n in a.name.split(",")]
         assert documented == list(obj._fields), f"{path}: document every field"
