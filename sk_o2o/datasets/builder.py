@@ -29,7 +29,7 @@ plus the build settings (``seed``, ``n_sac_steps``, ``medium_step``,
 the SAC replay buffer is kept in NumPy arrays here.
 
 The Pendulum-v1 datasets shipped in ``sk_o2o/datasets/data`` were made from the
-repository root with::
+repository root with:
 
     python -m sk_o2o.datasets.builder --env Pendulum-v1 --n-sac-steps 20000 \\
         --n-transitions 20000 --hidden-units 128 128 --n-threads 1 --seed 0 \\
@@ -49,7 +49,7 @@ of a 2-core machine, so 300k steps take about 2-3 hours and 1M steps 6-9 hours.
 A 100k-step build (``--n-sac-steps 100000 --n-transitions 200000 --random-steps
 5000 --eval-interval 5000``) took 36 minutes, and its SAC policy plateaued at a
 return of about 350, far below D4RL's Hopper expert (about 3,200); see
-``benchmarks/README.md``. For example::
+``benchmarks/README.md``. For example:
 
     python -m sk_o2o.datasets.builder --env Hopper-v5 --n-sac-steps 300000 \\
         --n-transitions 1000000 --random-steps 10000 --eval-interval 10000 \\
