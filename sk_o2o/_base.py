@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
@@ -30,6 +31,7 @@ __all__ = [
     "progress_bar",
     "resolve_device",
     "seed_from_random_state",
+    "torch_global_rng_untouched",
     "torch_seed_context",
 ]
 
@@ -125,6 +127,14 @@ def seed_from_random_state(random_state) -> int:
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
 
 
+# torch's global generators are one per process: two fits in threads (joblib's
+# threading backend, a ThreadPoolExecutor) would reseed them under each other and
+# take each other's draws, and one would "restore" the other's seeded state. Every
+# sk_o2o block that seeds or draws from them holds this lock (reentrant: a seeded
+# block may call another).
+_GLOBAL_RNG_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def torch_seed_context(seed: int) -> Iterator[None]:
     """Seed torch's global generators inside the block, restoring them afterwards.
@@ -133,13 +143,43 @@ def torch_seed_context(seed: int) -> Iterator[None]:
     this keeps ``random_state`` reproducible without changing the caller's random
     streams. CUDA generators are seeded (and restored) only where CUDA is already
     initialised: ``torch.manual_seed`` would reseed them for good, and forking them
-    would initialise CUDA for a CPU-only fit.
+    would initialise CUDA for a CPU-only fit. The block holds a process-wide lock,
+    so seeded blocks in several threads run one at a time.
+
+    Parameters
+    ----------
+    seed : int
+        The seed of the block's draws.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sk_o2o._base import torch_seed_context
+    >>> with torch_seed_context(0):
+    ...     a = torch.rand(2)
+    >>> with torch_seed_context(0):
+    ...     b = torch.rand(2)
+    >>> bool((a == b).all())
+    True
     """
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=cuda):
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=cuda):
         torch.random.default_generator.manual_seed(seed)
         if cuda:
             torch.cuda.manual_seed_all(seed)
+        yield
+
+
+@contextlib.contextmanager
+def torch_global_rng_untouched() -> Iterator[None]:
+    """Restore torch's global CPU generator after a block that draws from it.
+
+    For library code that draws where no seed is wanted (a DataLoader draws a base
+    seed for every iterator, even an unshuffled one), so that predicting does not
+    change what the caller's next ``torch.rand`` returns. Holds the same lock as
+    :func:`torch_seed_context`.
+    """
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         yield
 
 

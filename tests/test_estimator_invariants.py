@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import math
 import pickle
@@ -199,6 +200,26 @@ def test_random_state_does_not_touch_global_rng(transitions, make_policy):
     torch.manual_seed(123)
     make_policy(random_state=5).fit(transitions)
     np.testing.assert_array_equal(torch.rand(3), expected)
+
+
+def test_fits_in_threads_equal_the_same_fit_alone(transitions, make_policy):
+    """joblib's threading backend fits in threads of one process: each fit seeds
+    its networks from torch's process-wide generator, which two fits at once
+    would reseed under each other."""
+    X = transitions["observations"]
+    expected = make_policy(random_state=0).fit(transitions).predict(X)
+    torch.manual_seed(123)
+    caller_state = torch.get_rng_state()
+    for _ in range(3):
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            fits = [
+                pool.submit(lambda: make_policy(random_state=0).fit(transitions))
+                for _ in range(4)
+            ]
+            predictions = [fit.result().predict(X) for fit in fits]
+        for prediction in predictions:
+            np.testing.assert_array_equal(prediction, expected)
+        assert torch.equal(torch.get_rng_state(), caller_state)
 
 
 def test_random_state_instance_is_accepted(transitions, make_policy):

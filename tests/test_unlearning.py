@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import pickle
 
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.datasets import load_digits, make_blobs
 from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
@@ -521,6 +523,43 @@ def test_shapes_probabilities_and_determinism(n_features, n_classes, n_forget, s
     assert set(model.predict(X)) <= set(labels)
     assert model.n_features_in_ == n_features
     assert list(model.classes_) == sorted(set(labels))
+
+
+def test_no_call_changes_the_callers_torch_random_stream(fitted):
+    """skorch's DataLoader draws a seed from torch's global generator for every
+    iterator, predicting included."""
+    model, X, y = fitted
+    model = copy_of(model)
+    calls = {
+        "predict": lambda: model.predict(X),
+        "predict_proba": lambda: model.predict_proba(X),
+        "score": lambda: model.score(X, y),
+        "unlearn": lambda: model.unlearn(X[:5]),
+        "fit of a frozen net": lambda: FAMRUnlearner(
+            FrozenEstimator(model.estimator_), n_steps=2, device="cpu"
+        ).fit(X, y),
+    }
+    for name, call in calls.items():
+        torch.manual_seed(123)
+        expected = torch.rand(3)
+        torch.manual_seed(123)
+        call()
+        assert torch.equal(torch.rand(3), expected), name
+
+
+def test_fits_in_threads_equal_the_same_fit_alone():
+    """Threads (joblib's threading backend) share torch's global generator, which
+    skorch's initialisation and batch shuffling draw from."""
+    X, y = blobs(n=90)
+
+    def make():
+        return FAMRUnlearner(small_net(max_epochs=2), device="cpu", random_state=0)
+
+    expected = make().fit(X, y).predict_proba(X)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        fits = [pool.submit(lambda: make().fit(X, y)) for _ in range(3)]
+        for fit in fits:
+            np.testing.assert_array_equal(fit.result().predict_proba(X), expected)
 
 
 def test_clone_pickle_and_safe_save_round_trips(fitted, tmp_path):

@@ -32,6 +32,7 @@ from sk_o2o._base import (
     TorchEstimator,
     progress_bar,
     resolve_device,
+    torch_global_rng_untouched,
     torch_seed_context,
 )
 from sk_o2o.data.transitions import check_finite, to_numpy
@@ -240,7 +241,8 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         """
         check_is_fitted(self)
         X = _writable(validate_data(self, to_numpy(X), reset=False, dtype=np.float32))
-        with torch.no_grad():
+        # skorch's DataLoader draws from torch's global generator
+        with torch.no_grad(), torch_global_rng_untouched():
             output = self.estimator_.forward(X, training=False, device="cpu")
             log_probs = log_probabilities(self.estimator_, output)
         return torch.softmax(log_probs.double(), dim=-1).numpy()
@@ -425,7 +427,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         self.device_ = device
         net = copy.deepcopy(net)  # the user's own net is never run here
         try:
-            with torch.no_grad():
+            with torch.no_grad(), torch_global_rng_untouched():
                 output = net.forward(X[:1], training=False, device="cpu")
         except RuntimeError as error:
             if "shape" not in str(error) and "size" not in str(error):
