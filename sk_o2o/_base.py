@@ -11,6 +11,7 @@ safetensors file: tensors plus a JSON header, read without executing any code.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "TorchEstimator",
+    "autograd_on",
     "check_int",
     "load",
     "progress_bar",
@@ -181,6 +183,33 @@ def torch_global_rng_untouched() -> Iterator[None]:
     """
     with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         yield
+
+
+def autograd_on(method: Callable) -> Callable:
+    """Run a training method with autograd on, whatever the caller's mode.
+
+    A ``fit`` called under ``torch.no_grad()`` or ``torch.inference_mode()``
+    (common around evaluation code) would otherwise build networks and batches
+    that autograd cannot differentiate.
+
+    Parameters
+    ----------
+    method : callable
+        The method to wrap.
+
+    Returns
+    -------
+    wrapped : callable
+        ``method``, run under ``torch.inference_mode(False)`` and
+        ``torch.enable_grad()``.
+    """
+
+    @functools.wraps(method)
+    def wrapped(*args, **kwargs):
+        with torch.inference_mode(False), torch.enable_grad():
+            return method(*args, **kwargs)
+
+    return wrapped
 
 
 def progress_bar(total: int, *, verbose: int | bool, desc: str, leave: bool = False):

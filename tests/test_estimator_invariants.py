@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
 
-from sk_o2o import TD3BCPolicy
+from sk_o2o import FamO2OPolicy, IQLPolicy, TD3BCPolicy
 
 LOSSES = ("value_loss", "actor_loss", "critic_loss")
 
@@ -220,6 +220,28 @@ def test_fits_in_threads_equal_the_same_fit_alone(transitions, make_policy):
         for prediction in predictions:
             np.testing.assert_array_equal(prediction, expected)
         assert torch.equal(torch.get_rng_state(), caller_state)
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("estimator", [IQLPolicy, TD3BCPolicy, FamO2OPolicy])
+def test_training_under_the_callers_no_grad_mode(
+    transitions, fit_kwargs, mode, estimator
+):
+    """fit inside evaluation code (``with torch.no_grad():``) still trains."""
+    X, y = transitions["observations"], transitions["actions"]
+    new_rows = {k: v[:40] for k, v in fit_kwargs(transitions).items()}
+
+    def trained():
+        policy = estimator(
+            hidden_sizes=(16, 16), n_steps=20, batch_size=16, device="cpu",
+            random_state=0,
+        )  # fmt: skip
+        return policy.fit(transitions).partial_fit(X[:40], y[:40], **new_rows)
+
+    expected = trained().predict(X)
+    with mode():
+        prediction = trained().predict(X)
+    np.testing.assert_array_equal(prediction, expected)
 
 
 def test_random_state_instance_is_accepted(transitions, make_policy):

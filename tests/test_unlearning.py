@@ -547,6 +547,21 @@ def test_no_call_changes_the_callers_torch_random_stream(fitted):
         assert torch.equal(torch.rand(3), expected), name
 
 
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_training_and_unlearning_under_the_callers_no_grad_mode(mode):
+    X, y = blobs(n=90)
+
+    def forgotten():
+        model = FAMRUnlearner(small_net(max_epochs=2), device="cpu", random_state=0)
+        model.fit(X, y).partial_fit(X, y)
+        return model.unlearn_classes([2], X, y).set_params(n_steps=5).unlearn(X[:5])
+
+    expected = forgotten().predict_proba(X)
+    with mode():
+        proba = forgotten().predict_proba(X)
+    np.testing.assert_array_equal(proba, expected)
+
+
 def test_fits_in_threads_equal_the_same_fit_alone():
     """Threads (joblib's threading backend) share torch's global generator, which
     skorch's initialisation and batch shuffling draw from."""

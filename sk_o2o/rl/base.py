@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sk_o2o._base import (
     TorchEstimator,
+    autograd_on,
     check_int,
     progress_bar,
     resolve_device,
@@ -221,6 +222,7 @@ class BaseRLPolicy(TorchEstimator):
         tags.target_tags.multi_output = True
         return tags
 
+    @autograd_on
     def fit(
         self,
         X: DatasetLike,
@@ -283,6 +285,7 @@ class BaseRLPolicy(TorchEstimator):
             self._train(self.n_steps, phase="offline")
         return self
 
+    @autograd_on
     def partial_fit(
         self,
         X: DatasetLike,
@@ -764,6 +767,7 @@ class BaseRLPolicy(TorchEstimator):
         self.n_updates_ += 1
         return losses
 
+    @autograd_on
     def fit_online(
         self,
         env: str | gymnasium.Env,

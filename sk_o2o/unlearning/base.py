@@ -30,6 +30,7 @@ from torch import nn
 
 from sk_o2o._base import (
     TorchEstimator,
+    autograd_on,
     progress_bar,
     resolve_device,
     torch_global_rng_untouched,
@@ -127,6 +128,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             )
         return super().set_params(**params)
 
+    @autograd_on
     def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Train a clone of ``estimator`` (or the built-in MLP) on ``X, y``.
 
@@ -175,6 +177,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             self.unlearning_history_: list[dict[str, Any]] = []
         return self
 
+    @autograd_on
     def partial_fit(
         self, X: ArrayLike, y: ArrayLike, classes: ArrayLike | None = None
     ) -> Self:
@@ -263,6 +266,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
 
+    @autograd_on
     def unlearn(
         self,
         X_forget: ArrayLike,
@@ -300,6 +304,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         )
         return self._run(data)
 
+    @autograd_on
     def unlearn_classes(self, classes: ArrayLike, X: ArrayLike, y: ArrayLike) -> Self:
         """Forget whole classes.
 
