@@ -7,6 +7,7 @@ health check.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 # Settings that keep every training test fast on a small shared CPU machine.
 TINY = {
@@ -93,6 +95,17 @@ def make_policy(**params):
     from sk_o2o import IQLPolicy
 
     return IQLPolicy(**{**TINY, **params})
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """``torch.set_default_dtype(dtype)`` inside the block."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 @pytest.fixture(name="make_transitions", scope="session")

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
 
+from conftest import default_dtype
 from sk_o2o import FamO2OPolicy, IQLPolicy, TD3BCPolicy
 
 LOSSES = ("value_loss", "actor_loss", "critic_loss")
@@ -222,12 +223,15 @@ def test_fits_in_threads_equal_the_same_fit_alone(transitions, make_policy):
         assert torch.equal(torch.get_rng_state(), caller_state)
 
 
-@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize(
+    "mode", [torch.no_grad, torch.inference_mode, lambda: default_dtype(torch.float64)]
+)
 @pytest.mark.parametrize("estimator", [IQLPolicy, TD3BCPolicy, FamO2OPolicy])
-def test_training_under_the_callers_no_grad_mode(
+def test_training_under_the_callers_torch_modes(
     transitions, fit_kwargs, mode, estimator
 ):
-    """fit inside evaluation code (``with torch.no_grad():``) still trains."""
+    """fit inside evaluation code (``with torch.no_grad():``) still trains, and
+    a float64 default dtype (``torch.set_default_dtype``) changes nothing."""
     X, y = transitions["observations"], transitions["actions"]
     new_rows = {k: v[:40] for k, v in fit_kwargs(transitions).items()}
 

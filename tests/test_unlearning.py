@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
 import sk_o2o
+from conftest import default_dtype
 from sk_o2o.unlearning import (
     FAMRUnlearner,
     FinetuneUnlearner,
@@ -547,8 +548,10 @@ def test_no_call_changes_the_callers_torch_random_stream(fitted):
         assert torch.equal(torch.rand(3), expected), name
 
 
-@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
-def test_training_and_unlearning_under_the_callers_no_grad_mode(mode):
+@pytest.mark.parametrize(
+    "mode", [torch.no_grad, torch.inference_mode, lambda: default_dtype(torch.float64)]
+)
+def test_training_and_unlearning_under_the_callers_torch_modes(mode):
     X, y = blobs(n=90)
 
     def forgotten():

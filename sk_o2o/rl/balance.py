@@ -76,7 +76,7 @@ class BalanceModel(nn.Module):
     ):
         super().__init__()
         self.net = MLP(obs_dim, hidden, 1)
-        self.log_std = nn.Parameter(torch.zeros(()))
+        self.log_std = nn.Parameter(torch.zeros((), dtype=torch.float32))
         self.low, self.high = (float(v) for v in balance_range)
 
     def to_beta(self, x: torch.Tensor) -> torch.Tensor:

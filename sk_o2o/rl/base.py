@@ -408,7 +408,11 @@ class BaseRLPolicy(TorchEstimator):
         """
         obs = self._observations_tensor(X)
         with torch.no_grad():
-            noise = torch.randn((len(obs), self.action_dim_), generator=self.generator_)
+            noise = torch.randn(
+                (len(obs), self.action_dim_),
+                generator=self.generator_,
+                dtype=torch.float32,
+            )
             sampled = self._policy_mode(obs) + self._exploration_std() * noise.to(
                 self.device_
             )

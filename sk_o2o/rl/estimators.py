@@ -512,7 +512,9 @@ class FamO2OPolicy(BaseRLPolicy):
 
     def _noise(self, *shape: int) -> torch.Tensor:
         # Drawn on the CPU generator: the same seed gives the same run on any device.
-        return torch.randn(shape, generator=self.generator_).to(self.device_)
+        return torch.randn(shape, generator=self.generator_, dtype=torch.float32).to(
+            self.device_
+        )
 
     def _update(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
         core, n = self.core_, len(batch.rewards)
@@ -524,7 +526,9 @@ class FamO2OPolicy(BaseRLPolicy):
         beta = beta_noise = None
         if phase == "offline":  # explore the whole family
             low, high = core.config.balance_range
-            u = torch.rand(n, generator=self.generator_).to(self.device_)
+            u = torch.rand(n, generator=self.generator_, dtype=torch.float32).to(
+                self.device_
+            )
             beta = low + (high - low) * u
         else:  # fine-tune the members the balance model picks (after its step)
             beta_noise = self._noise(n)
@@ -792,12 +796,17 @@ class TD3BCPolicy(BaseRLPolicy):
         # Read at acting time, so set_params(exploration_noise=...) after fit
         # takes effect (the actor's stored copy is the value at fit).
         return torch.full(
-            (self.action_dim_,), float(self.exploration_noise), device=self.device_
+            (self.action_dim_,),
+            float(self.exploration_noise),
+            dtype=torch.float32,
+            device=self.device_,
         )
 
     def _update(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
         noise = torch.randn(
-            (len(batch.rewards), self.action_dim_), generator=self.generator_
+            (len(batch.rewards), self.action_dim_),
+            generator=self.generator_,
+            dtype=torch.float32,
         ).to(self.device_)
         return self.core_.update(
             batch,

@@ -55,9 +55,12 @@ class MLP(nn.Sequential):
     def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int):
         layers: list[nn.Module] = []
         for width in hidden:
-            layers += [_Linear(in_dim, width), nn.ReLU(inplace=True)]
+            layers += [
+                _Linear(in_dim, width, dtype=torch.float32),
+                nn.ReLU(inplace=True),
+            ]
             in_dim = width
-        layers.append(_Linear(in_dim, out_dim))
+        layers.append(_Linear(in_dim, out_dim, dtype=torch.float32))
         super().__init__(*layers)
 
 
@@ -68,9 +71,11 @@ class _EnsembleLinear(nn.Module):
         super().__init__()
         bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default initialisation
         self.weight = nn.Parameter(
-            torch.empty(n, in_dim, out_dim).uniform_(-bound, bound)
+            torch.empty(n, in_dim, out_dim, dtype=torch.float32).uniform_(-bound, bound)
         )
-        self.bias = nn.Parameter(torch.empty(n, 1, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(
+            torch.empty(n, 1, out_dim, dtype=torch.float32).uniform_(-bound, bound)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
@@ -158,7 +163,7 @@ class GaussianPolicy(_Actor):
         self, obs_dim: int, act_dim: int, hidden: Sequence[int], cond_dim: int = 0
     ):
         super().__init__(obs_dim, act_dim, hidden, cond_dim)
-        self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.log_std = nn.Parameter(torch.zeros(act_dim, dtype=torch.float32))
 
     def log_prob(
         self,
@@ -194,7 +199,8 @@ class DeterministicPolicy(_Actor):
     ):
         super().__init__(obs_dim, act_dim, hidden, cond_dim)
         self.register_buffer(
-            "exploration_std", torch.full((act_dim,), float(exploration_noise))
+            "exploration_std",
+            torch.full((act_dim,), float(exploration_noise), dtype=torch.float32),
         )
 
     def std(self) -> torch.Tensor:

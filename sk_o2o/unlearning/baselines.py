@@ -107,7 +107,9 @@ def random_wrong_labels(
     is_true = candidates[None, :] == labels.cpu()[:, None]
     has_true = is_true.any(1)
     true_position = is_true.int().argmax(1)
-    rank = torch.rand(n, generator=generator) * (len(candidates) - has_true.long())
+    rank = torch.rand(n, generator=generator, dtype=torch.float32) * (
+        len(candidates) - has_true.long()
+    )
     rank = rank.long()
     rank += (has_true & (rank >= true_position)).long()
     return candidates[rank]
@@ -185,7 +187,7 @@ def finetune(
     """
     module.train()
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-    loss = torch.zeros(())
+    loss = torch.zeros((), dtype=torch.float32)
     for idx in _shuffled_batches(
         len(X_retain), n_epochs, batch_size, generator, progress
     ):
@@ -248,7 +250,7 @@ def neggrad(
     """
     module.train()
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-    loss = torch.zeros(())
+    loss = torch.zeros((), dtype=torch.float32)
     use_retain = retain_weight > 0 and X_retain is not None
     for idx in _shuffled_batches(
         len(X_forget), n_epochs, batch_size, generator, progress
@@ -326,7 +328,7 @@ def random_label(
     labels = random_wrong_labels(y_forget, len(X_forget), allowed, generator)
     labels = labels.to(X_forget.device)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-    loss = torch.zeros(())
+    loss = torch.zeros((), dtype=torch.float32)
     for idx in _shuffled_batches(
         len(X_forget), n_epochs, batch_size, generator, progress
     ):

@@ -194,7 +194,9 @@ class _BalanceMixin:
 
     def _init_balance(self, c: _BalanceConfig, device: torch.device) -> None:
         self.balance_model = BalanceModel(c.obs_dim, c.hidden, c.balance_range)
-        self.log_alpha = nn.Parameter(torch.tensor(float(c.initial_alpha)).log())
+        self.log_alpha = nn.Parameter(
+            torch.tensor(float(c.initial_alpha), dtype=torch.float32).log()
+        )
         nn.Module.to(self, device)
         self.balance_optimizer = make_adam(
             [(self.balance_model.parameters(), c.balance_lr)], device
