@@ -13,6 +13,8 @@ All scorers follow scikit-learn's convention: greater is better.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
 from typing import TYPE_CHECKING
 
@@ -35,6 +37,12 @@ __all__ = [
     "make_env_return_scorer",
     "td_error_scorer",
 ]
+
+
+# An environment instance steps one episode at a time: scorers called from
+# threads (joblib's threading backend) on the same instance take turns. An id
+# gives each call its own environment and needs no turn.
+_ENV_INSTANCE_LOCK = threading.Lock()
 
 
 class EnvReturnScorer:
@@ -70,9 +78,11 @@ class EnvReturnScorer:
         from sk_o2o.datasets import normalized_score
         from sk_o2o.rl.online import evaluate_policy
 
-        returns = evaluate_policy(
-            estimator, self.env, n_episodes=self.n_episodes, seed=self.seed
-        )
+        shared = not isinstance(self.env, str)
+        with _ENV_INSTANCE_LOCK if shared else contextlib.nullcontext():
+            returns = evaluate_policy(
+                estimator, self.env, n_episodes=self.n_episodes, seed=self.seed
+            )
         score = float(np.mean(returns))
         if self.reference_returns is not None:
             score = normalized_score(score, *self.reference_returns)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import joblib
 import numpy as np
 import pytest
 import sklearn
@@ -214,3 +215,36 @@ def test_env_return_scorer_normalises_with_the_reference_returns(pendulum):
     expected = normalized_score(raw, -1500.0, -150.0)
     assert expected == pytest.approx(100 * (raw + 1500.0) / 1350.0)
     assert scorer(policy, X, y) == pytest.approx(expected)
+
+
+def test_threaded_grid_search_equals_the_sequential_one(pendulum):
+    """joblib's threading backend fits and scores in threads of one process: the
+    fits share torch's global generator and the scorer its env instance."""
+    gymnasium = pytest.importorskip("gymnasium")
+    X, y, params, groups = pendulum
+    env = gymnasium.make("Pendulum-v1")
+    scorer = make_env_return_scorer(env, n_episodes=2)
+
+    def searched(n_jobs):
+        search = GridSearchCV(
+            IQLPolicy(**FAST),
+            {"beta": [0.5, 3.0, 10.0]},
+            cv=GroupKFold(2),
+            scoring=scorer,
+            n_jobs=n_jobs,
+        )
+        with joblib.parallel_backend("threading"):
+            return search.fit(X, y, groups=groups, **params)
+
+    sequential, threaded = searched(1), searched(3)
+    np.testing.assert_array_equal(
+        threaded.cv_results_["split0_test_score"],
+        sequential.cv_results_["split0_test_score"],
+    )
+    np.testing.assert_array_equal(
+        threaded.cv_results_["mean_test_score"],
+        sequential.cv_results_["mean_test_score"],
+    )
+    np.testing.assert_array_equal(
+        threaded.best_estimator_.predict(X), sequential.best_estimator_.predict(X)
+    )
