@@ -291,8 +291,9 @@ class FamO2OPolicy(BaseRLPolicy):
         IQL only. ``"cosine"`` decays the universal model's learning rate from
         ``actor_lr`` towards 0 over the steps of :meth:`fit`, as in
         :class:`IQLPolicy`; :meth:`partial_fit` and ``fit_online`` then train it
-        at ``actor_lr`` again. (The authors' FamO2O learner takes the same
-        schedule as its default.)
+        at ``actor_lr`` again. (The authors' FamO2O learner defaults to a
+        cosine decay over all its steps, but their shipped FamO2O-IQL
+        configuration turns it off.)
     critic_lr : float, default=3e-4
         Adam learning rate of the critics.
     value_lr : float, default=3e-4
