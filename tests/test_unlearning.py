@@ -1058,6 +1058,37 @@ def test_ssd_dampens_only_parameters_strictly_more_important_to_the_forget_set()
     torch.testing.assert_close(theta, torch.tensor([1.0, 1.0, 0.2, 1.0]))
 
 
+def test_ssd_estimates_importances_on_shuffled_rows(monkeypatch):
+    """Batches of one class inflate SSD's batch-level importances: rows sorted by
+    class (as a caller's data often are) must not reach them in that order."""
+    from sk_o2o.unlearning import baselines
+
+    rows_seen = []
+
+    def spy(module, log_probs_of, X, y, *, batch_size):
+        rows_seen.append((X.cpu().numpy(), y.cpu().numpy()))
+        return real(module, log_probs_of, X, y, batch_size=batch_size)
+
+    real = baselines.diagonal_fisher
+    monkeypatch.setattr(baselines, "diagonal_fisher", spy)
+    X, y = blobs(n=120)
+    order = np.argsort(y, kind="stable")
+    X, y = X[order], y[order]
+    model = SSDUnlearner(small_net(max_epochs=2), device="cpu", random_state=0)
+    model.fit(X, y).unlearn(X[:30], y[:30], X_retain=X[30:], y_retain=y[30:])
+    (X_all, y_all), (X_forget, y_forget) = rows_seen
+    retain_then_forget = np.r_[30:120, 0:30]  # the caller's order
+    for seen, labels, rows in (
+        (X_all, y_all, retain_then_forget),
+        (X_forget, y_forget, np.r_[0:30]),
+    ):
+        assert not np.array_equal(seen, X[rows])
+        # the same rows, each once, with its own label
+        assert sorted(map(tuple, np.column_stack([seen, labels]))) == sorted(
+            map(tuple, np.column_stack([X[rows], y[rows]]))
+        )
+
+
 def test_neggrad_plus_weighs_the_two_cross_entropies():
     """Catches a bug (the forget term not weighted by 1 - retain_weight)."""
     forget_lp = torch.log_softmax(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), -1)

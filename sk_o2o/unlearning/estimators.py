@@ -771,13 +771,19 @@ class SSDUnlearner(BaseUnlearner):
     def _unlearn(self, data: UnlearningData) -> dict[str, Any]:
         X_all = np.concatenate([data.X_retain, data.X_forget])
         y_all = np.concatenate([data.y_retain, data.y_forget])
+        # The importances average squared batch gradients, and a batch of one
+        # class inflates them: rows are shuffled (seeded), not taken in the
+        # caller's order, which is often sorted by class (Foster et al.'s
+        # loaders do not shuffle, but their data come in random order).
+        forget = torch.randperm(len(data.y_forget), generator=self.generator_).numpy()
+        every = torch.randperm(len(y_all), generator=self.generator_).numpy()
         return baselines.ssd(
             self.estimator_.module_,
             self._module_log_probs(),
-            self._tensor(data.X_forget),
-            self._tensor(data.y_forget, torch.long),
-            self._tensor(X_all),
-            self._tensor(y_all, torch.long),
+            self._tensor(data.X_forget[forget]),
+            self._tensor(data.y_forget[forget], torch.long),
+            self._tensor(X_all[every]),
+            self._tensor(y_all[every], torch.long),
             selection_weight=float(self.selection_weight),
             dampening_constant=float(self.dampening_constant),
             batch_size=self.batch_size,
