@@ -33,7 +33,6 @@ __all__ = [
     "progress_bar",
     "resolve_device",
     "seed_from_random_state",
-    "torch_global_rng_untouched",
     "torch_seed_context",
 ]
 
@@ -137,6 +136,16 @@ def seed_from_random_state(random_state) -> int:
 _GLOBAL_RNG_LOCK = threading.RLock()
 
 
+def _new_lock_in_forked_child() -> None:
+    # A child forked while another thread held the lock would inherit it held,
+    # by a thread that does not exist there, and block at its first seeded fit.
+    global _GLOBAL_RNG_LOCK
+    _GLOBAL_RNG_LOCK = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_forked_child)
+
+
 @contextlib.contextmanager
 def torch_seed_context(seed: int) -> Iterator[None]:
     """Seed torch's global generators inside the block, restoring them afterwards.
@@ -169,19 +178,6 @@ def torch_seed_context(seed: int) -> Iterator[None]:
         torch.random.default_generator.manual_seed(seed)
         if cuda:
             torch.cuda.manual_seed_all(seed)
-        yield
-
-
-@contextlib.contextmanager
-def torch_global_rng_untouched() -> Iterator[None]:
-    """Restore torch's global CPU generator after a block that draws from it.
-
-    For library code that draws where no seed is wanted (a DataLoader draws a base
-    seed for every iterator, even an unshuffled one), so that predicting does not
-    change what the caller's next ``torch.rand`` returns. Holds the same lock as
-    :func:`torch_seed_context`.
-    """
-    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         yield
 
 

@@ -14,8 +14,10 @@ All scorers follow scikit-learn's convention: greater is better.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import warnings
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,9 +42,24 @@ __all__ = [
 
 
 # An environment instance steps one episode at a time: scorers called from
-# threads (joblib's threading backend) on the same instance take turns. An id
-# gives each call its own environment and needs no turn.
-_ENV_INSTANCE_LOCK = threading.Lock()
+# threads (joblib's threading backend) on the same instance take turns, each
+# instance with its own lock. An id gives each call its own environment.
+_ENV_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ENV_LOCKS_GUARD = threading.Lock()
+
+
+def _env_lock(env) -> threading.Lock:
+    with _ENV_LOCKS_GUARD:
+        return _ENV_LOCKS.setdefault(env, threading.Lock())
+
+
+def _new_locks_in_forked_child() -> None:
+    # Locks held by a parent's thread would stay held in a forked child.
+    global _ENV_LOCKS, _ENV_LOCKS_GUARD
+    _ENV_LOCKS, _ENV_LOCKS_GUARD = weakref.WeakKeyDictionary(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_locks_in_forked_child)
 
 
 class EnvReturnScorer:
@@ -79,7 +96,7 @@ class EnvReturnScorer:
         from sk_o2o.rl.online import evaluate_policy
 
         shared = not isinstance(self.env, str)
-        with _ENV_INSTANCE_LOCK if shared else contextlib.nullcontext():
+        with _env_lock(self.env) if shared else contextlib.nullcontext():
             returns = evaluate_policy(
                 estimator, self.env, n_episodes=self.n_episodes, seed=self.seed
             )

@@ -5,7 +5,10 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import math
+import multiprocessing
+import os
 import pickle
+import threading
 import warnings
 
 import numpy as np
@@ -17,6 +20,7 @@ from sklearn.base import clone
 
 from conftest import default_dtype
 from sk_o2o import FamO2OPolicy, IQLPolicy, TD3BCPolicy
+from sk_o2o._base import torch_seed_context
 
 LOSSES = ("value_loss", "actor_loss", "critic_loss")
 
@@ -221,6 +225,42 @@ def test_fits_in_threads_equal_the_same_fit_alone(transitions, make_policy):
         for prediction in predictions:
             np.testing.assert_array_equal(prediction, expected)
         assert torch.equal(torch.get_rng_state(), caller_state)
+
+
+def _fit_in_child(data):
+    torch.set_num_threads(1)  # libgomp's threads do not survive a fork
+    IQLPolicy(hidden_sizes=(8,), n_steps=2, batch_size=8, device="cpu").fit(data)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_another_thread_fits_can_fit(transitions):
+    """A process forked (multiprocessing's fork start method) while a thread of
+    the parent held the seeding lock must not inherit it held."""
+    held, release = threading.Event(), threading.Event()
+
+    def seeded_fit():
+        with torch_seed_context(0):  # as a fit in another thread holds it
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=seeded_fit)
+    holder.start()
+    held.wait()
+    try:
+        fork = multiprocessing.get_context("fork")
+        with warnings.catch_warnings():  # fork in a multi-threaded process
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child = fork.Process(target=_fit_in_child, args=(transitions,))
+            child.start()
+        child.join(60)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+    finally:
+        release.set()
+        holder.join()
+    assert not hung
+    assert child.exitcode == 0
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from torch import nn
 
 import sk_o2o
 from conftest import default_dtype
+from sk_o2o._base import torch_seed_context
 from sk_o2o.unlearning import (
     FAMRUnlearner,
     FinetuneUnlearner,
@@ -423,22 +425,26 @@ def test_retraining_never_predicts_a_forgotten_class(digits):
 
 
 @pytest.mark.parametrize(
-    ("cls", "params", "min_ratio"),
+    ("cls", "params", "min_ratio", "max_others"),
     [
-        (RetrainUnlearner, {}, 20.0),
-        (FinetuneUnlearner, {"lr": 1e-2}, 1.5),
-        (NegGradUnlearner, {"lr": 1e-2}, 2.0),
-        (RandomLabelUnlearner, {"lr": 1e-2}, 2.0),
-        (SSDUnlearner, {"selection_weight": 1.0}, 10.0),
+        (RetrainUnlearner, {}, 20.0, 0.05),
+        (FinetuneUnlearner, {"lr": 1e-2}, 1.5, 0.05),
+        (NegGradUnlearner, {"lr": 1e-2}, 2.0, 0.05),
+        (RandomLabelUnlearner, {"lr": 1e-2}, 2.0, 0.05),
+        (SSDUnlearner, {"selection_weight": 1.0}, 10.0, 0.1),
     ],
 )
-def test_every_baseline_raises_the_loss_on_the_forgotten_class(cls, params, min_ratio):
+def test_every_baseline_raises_the_loss_on_the_forgotten_class(
+    cls, params, min_ratio, max_others
+):
     """Each baseline moves the model away from class 0 and keeps the others.
 
     Cross-entropy on class 0 (blobs, 40 samples), measured over seeds 0-2:
     retraining 0.03-0.05 → 2.3-2.7, fine-tuning on the rest ×1.6-2.1, NegGrad
-    ×2.6-3.7, random labels ×2.5-3.7, SSD ×20-34; the other classes' stayed
-    below 0.025. At their default learning rates the gradient baselines move
+    ×2.6-3.7, random labels ×2.5-3.7, SSD ×24-43; the other classes' stayed
+    below 0.025, SSD's at 0.008-0.051 (since its importances are taken on
+    shuffled rows it dampens 53-74 parameters, some shared with the other
+    classes). At their default learning rates the gradient baselines move
     it by only 1-15 % (see the user guide), hence the larger steps here.
     """
     X, y = blobs()
@@ -451,7 +457,7 @@ def test_every_baseline_raises_the_loss_on_the_forgotten_class(cls, params, min_
     before = cross_entropy(unlearner, forget)
     unlearner.unlearn_classes([0], X, y)
     assert cross_entropy(unlearner, forget) > min_ratio * before
-    assert cross_entropy(unlearner, ~forget) < 0.05
+    assert cross_entropy(unlearner, ~forget) < max_others
     assert unlearner.unlearning_history_[-1]["method"] == cls.__name__
 
 
@@ -563,6 +569,29 @@ def test_training_and_unlearning_under_the_callers_torch_modes(mode):
     with mode():
         proba = forgotten().predict_proba(X)
     np.testing.assert_array_equal(proba, expected)
+
+
+def test_predictions_do_not_wait_for_seeded_fits_in_other_threads(fitted):
+    """Predicting takes nothing from torch's global generator, so it needs not
+    the lock that a seeded fit in another thread (a web service retraining in
+    the background, a threaded search) holds for its whole training."""
+    model, X, _ = fitted
+    held, release = threading.Event(), threading.Event()
+
+    def seeded_fit():
+        with torch_seed_context(0):  # as a fit in another thread holds it
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=seeded_fit)
+    holder.start()
+    held.wait()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(model.predict_proba, X).result(timeout=10)
+    finally:
+        release.set()
+        holder.join()
 
 
 def test_fits_in_threads_equal_the_same_fit_alone():

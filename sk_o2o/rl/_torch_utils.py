@@ -272,8 +272,9 @@ class SecondThread:
     """A worker thread that runs one half of each gradient step.
 
     Splitting a step into two independent halves, each on its own share of the
-    cores (one core each with two torch threads), replaces hundreds of OpenMP fork-joins per step (one
-    per kernel, each a barrier that waits for the slower core) by two hand-offs.
+    cores (one core each with two torch threads), replaces hundreds of OpenMP
+    fork-joins per step (one per kernel, each a barrier that waits for the slower
+    core) by two hand-offs.
     It is faster on an idle machine and far more robust on a shared one, where one
     descheduled OpenMP thread stalls every kernel of the step.
     """

@@ -33,7 +33,6 @@ from sk_o2o._base import (
     autograd_on,
     progress_bar,
     resolve_device,
-    torch_global_rng_untouched,
     torch_seed_context,
 )
 from sk_o2o.data.transitions import check_finite, to_numpy
@@ -244,9 +243,8 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         """
         check_is_fitted(self)
         X = _writable(validate_data(self, to_numpy(X), reset=False, dtype=np.float32))
-        # skorch's DataLoader draws from torch's global generator
-        with torch.no_grad(), torch_global_rng_untouched():
-            output = self.estimator_.forward(X, training=False, device="cpu")
+        with torch.no_grad():
+            output = _forward(self.estimator_, X)
             log_probs = log_probabilities(self.estimator_, output)
         return torch.softmax(log_probs.double(), dim=-1).numpy()
 
@@ -432,8 +430,8 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         self.device_ = device
         net = copy.deepcopy(net)  # the user's own net is never run here
         try:
-            with torch.no_grad(), torch_global_rng_untouched():
-                output = net.forward(X[:1], training=False, device="cpu")
+            with torch.no_grad():
+                output = _forward(net, X[:1])
         except RuntimeError as error:
             if "shape" not in str(error) and "size" not in str(error):
                 raise
@@ -682,6 +680,22 @@ def unlearn_pipeline(
             transform(X), y, X_retain=transform(X_retain), y_retain=y_retain
         )
     return pipeline
+
+
+def _forward(net: NeuralNetClassifier, X: np.ndarray) -> torch.Tensor:
+    """``net.forward(X, training=False, device="cpu")`` without torch's global
+    generator: skorch's DataLoader draws a base seed from it for every iterator,
+    which would change the caller's random stream and, under the lock that
+    guards it, make predictions wait for seeded fits in other threads."""
+    batch_size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
+    dataset = net.get_dataset(X)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=len(dataset) if batch_size == -1 else batch_size,
+        generator=torch.Generator(),  # private: shuffle=False draws only its seed
+    )
+    outputs = [net.evaluation_step(batch, training=False) for batch in loader]
+    return torch.cat([output.to("cpu") for output in outputs])
 
 
 def _writable(X: np.ndarray) -> np.ndarray:

@@ -129,8 +129,9 @@ class FAMRUnlearner(BaseUnlearner):
     device_ : torch.device
         Where the net lives.
     generator_ : torch.Generator
-        Seeded from ``random_state`` by ``fit``; draws the seeds of training
-        and the unlearning's own random numbers, continuing across calls.
+        Seeded from ``random_state`` by ``fit`` (or the first ``partial_fit``);
+        draws the seeds of training and the unlearning's own random numbers,
+        continuing across calls.
 
     See Also
     --------
@@ -276,8 +277,9 @@ class RetrainUnlearner(BaseUnlearner):
     device_ : torch.device
         Where the net lives.
     generator_ : torch.Generator
-        Seeded from ``random_state`` by ``fit``; draws the seeds of training
-        and the unlearning's own random numbers, continuing across calls.
+        Seeded from ``random_state`` by ``fit`` (or the first ``partial_fit``);
+        draws the seeds of training and the unlearning's own random numbers,
+        continuing across calls.
 
     Examples
     --------
@@ -359,8 +361,9 @@ class FinetuneUnlearner(BaseUnlearner):
     device_ : torch.device
         Where the net lives.
     generator_ : torch.Generator
-        Seeded from ``random_state`` by ``fit``; draws the seeds of training
-        and the unlearning's own random numbers, continuing across calls.
+        Seeded from ``random_state`` by ``fit`` (or the first ``partial_fit``);
+        draws the seeds of training and the unlearning's own random numbers,
+        continuing across calls.
 
     Examples
     --------
@@ -475,8 +478,9 @@ class NegGradUnlearner(BaseUnlearner):
     device_ : torch.device
         Where the net lives.
     generator_ : torch.Generator
-        Seeded from ``random_state`` by ``fit``; draws the seeds of training
-        and the unlearning's own random numbers, continuing across calls.
+        Seeded from ``random_state`` by ``fit`` (or the first ``partial_fit``);
+        draws the seeds of training and the unlearning's own random numbers,
+        continuing across calls.
 
     Examples
     --------
@@ -601,8 +605,9 @@ class RandomLabelUnlearner(BaseUnlearner):
     device_ : torch.device
         Where the net lives.
     generator_ : torch.Generator
-        Seeded from ``random_state`` by ``fit``; draws the seeds of training
-        and the unlearning's own random numbers, continuing across calls.
+        Seeded from ``random_state`` by ``fit`` (or the first ``partial_fit``);
+        draws the seeds of training and the unlearning's own random numbers,
+        continuing across calls.
 
     Examples
     --------
@@ -721,8 +726,9 @@ class SSDUnlearner(BaseUnlearner):
     device_ : torch.device
         Where the net lives.
     generator_ : torch.Generator
-        Seeded from ``random_state`` by ``fit``; draws the seeds of training
-        and the unlearning's own random numbers, continuing across calls.
+        Seeded from ``random_state`` by ``fit`` (or the first ``partial_fit``);
+        draws the seeds of training and the unlearning's own random numbers,
+        continuing across calls.
 
     Examples
     --------
