@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import functools
 import math
 import multiprocessing
 import os
@@ -21,6 +22,7 @@ from sklearn.base import clone
 from conftest import default_dtype
 from sk_o2o import FamO2OPolicy, IQLPolicy, TD3BCPolicy
 from sk_o2o._base import torch_seed_context
+from sk_o2o.datasets import load_dataset
 
 LOSSES = ("value_loss", "actor_loss", "critic_loss")
 
@@ -266,7 +268,16 @@ def test_a_child_forked_while_another_thread_fits_can_fit(transitions):
 @pytest.mark.parametrize(
     "mode", [torch.no_grad, torch.inference_mode, lambda: default_dtype(torch.float64)]
 )
-@pytest.mark.parametrize("estimator", [IQLPolicy, TD3BCPolicy, FamO2OPolicy])
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        IQLPolicy,
+        TD3BCPolicy,
+        FamO2OPolicy,
+        functools.partial(FamO2OPolicy, algo="td3bc"),
+    ],
+    ids=["IQLPolicy", "TD3BCPolicy", "FamO2OPolicy", "FamO2OPolicy-td3bc"],
+)
 def test_training_under_the_callers_torch_modes(
     transitions, fit_kwargs, mode, estimator
 ):
@@ -285,6 +296,27 @@ def test_training_under_the_callers_torch_modes(
     expected = trained().predict(X)
     with mode():
         prediction = trained().predict(X)
+    np.testing.assert_array_equal(prediction, expected)
+
+
+@pytest.mark.parametrize(
+    "mode", [torch.no_grad, torch.inference_mode, lambda: default_dtype(torch.float64)]
+)
+@pytest.mark.parametrize("estimator", [IQLPolicy, FamO2OPolicy])
+def test_fine_tuning_online_under_the_callers_torch_modes(mode, estimator):
+    pytest.importorskip("gymnasium")
+    data = load_dataset("pendulum-medium-replay-v0")
+
+    def fine_tuned():
+        policy = estimator(
+            hidden_sizes=(16, 16), n_steps=5, batch_size=16, device="cpu",
+            random_state=0,
+        )  # fmt: skip
+        return policy.fit(data).fit_online("Pendulum-v1", 8, seed=0)
+
+    expected = fine_tuned().predict(data.observations)
+    with mode():
+        prediction = fine_tuned().predict(data.observations)
     np.testing.assert_array_equal(prediction, expected)
 
 

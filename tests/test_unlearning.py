@@ -557,13 +557,27 @@ def test_no_call_changes_the_callers_torch_random_stream(fitted):
 @pytest.mark.parametrize(
     "mode", [torch.no_grad, torch.inference_mode, lambda: default_dtype(torch.float64)]
 )
-def test_training_and_unlearning_under_the_callers_torch_modes(mode):
+@pytest.mark.parametrize(
+    "unlearner",
+    [
+        FAMRUnlearner,
+        RetrainUnlearner,
+        FinetuneUnlearner,
+        NegGradUnlearner,
+        RandomLabelUnlearner,
+        SSDUnlearner,
+    ],
+)
+def test_training_and_unlearning_under_the_callers_torch_modes(mode, unlearner):
     X, y = blobs(n=90)
 
     def forgotten():
-        model = FAMRUnlearner(small_net(max_epochs=2), device="cpu", random_state=0)
+        model = unlearner(small_net(max_epochs=2), device="cpu", random_state=0)
         model.fit(X, y).partial_fit(X, y)
-        return model.unlearn_classes([2], X, y).set_params(n_steps=5).unlearn(X[:5])
+        model.unlearn_classes([2], X, y)
+        if unlearner is FAMRUnlearner:  # samples need no labels or retain set
+            model.set_params(n_steps=5).unlearn(X[:5])
+        return model
 
     expected = forgotten().predict_proba(X)
     with mode():
