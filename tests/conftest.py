@@ -11,6 +11,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,29 @@ def default_dtype(dtype: torch.dtype):
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+@contextlib.contextmanager
+def seeded_fit_in_another_thread():
+    """While the block runs, another thread sits inside ``torch_seed_context``,
+    holding the lock around torch's global generator as a seeded fit there would."""
+    from sk_o2o._base import torch_seed_context
+
+    held, release = threading.Event(), threading.Event()
+
+    def seeded_fit():
+        with torch_seed_context(0):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=seeded_fit)
+    holder.start()
+    held.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join()
 
 
 @pytest.fixture(name="make_transitions", scope="session")

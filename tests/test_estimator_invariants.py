@@ -9,7 +9,6 @@ import math
 import multiprocessing
 import os
 import pickle
-import threading
 import warnings
 
 import numpy as np
@@ -19,9 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
 
-from conftest import default_dtype
+from conftest import default_dtype, seeded_fit_in_another_thread
 from sk_o2o import FamO2OPolicy, IQLPolicy, TD3BCPolicy
-from sk_o2o._base import torch_seed_context
 from sk_o2o.datasets import load_dataset
 
 LOSSES = ("value_loss", "actor_loss", "critic_loss")
@@ -238,17 +236,7 @@ def _fit_in_child(data):
 def test_a_child_forked_while_another_thread_fits_can_fit(transitions):
     """A process forked (multiprocessing's fork start method) while a thread of
     the parent held the seeding lock must not inherit it held."""
-    held, release = threading.Event(), threading.Event()
-
-    def seeded_fit():
-        with torch_seed_context(0):  # as a fit in another thread holds it
-            held.set()
-            release.wait(60)
-
-    holder = threading.Thread(target=seeded_fit)
-    holder.start()
-    held.wait()
-    try:
+    with seeded_fit_in_another_thread():
         fork = multiprocessing.get_context("fork")
         with warnings.catch_warnings():  # fork in a multi-threaded process
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -258,9 +246,6 @@ def test_a_child_forked_while_another_thread_fits_can_fit(transitions):
         hung = child.is_alive()
         if hung:
             child.kill()
-    finally:
-        release.set()
-        holder.join()
     assert not hung
     assert child.exitcode == 0
 

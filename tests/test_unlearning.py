@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import pickle
-import threading
 
 import numpy as np
 import pytest
@@ -24,8 +23,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
 import sk_o2o
-from conftest import default_dtype
-from sk_o2o._base import torch_seed_context
+from conftest import default_dtype, seeded_fit_in_another_thread
 from sk_o2o.unlearning import (
     FAMRUnlearner,
     FinetuneUnlearner,
@@ -590,22 +588,11 @@ def test_predictions_do_not_wait_for_seeded_fits_in_other_threads(fitted):
     the lock that a seeded fit in another thread (a web service retraining in
     the background, a threaded search) holds for its whole training."""
     model, X, _ = fitted
-    held, release = threading.Event(), threading.Event()
-
-    def seeded_fit():
-        with torch_seed_context(0):  # as a fit in another thread holds it
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=seeded_fit)
-    holder.start()
-    held.wait()
-    try:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(model.predict_proba, X).result(timeout=10)
-    finally:
-        release.set()
-        holder.join()
+    with (
+        seeded_fit_in_another_thread(),
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        pool.submit(model.predict_proba, X).result(timeout=10)
 
 
 def test_fits_in_threads_equal_the_same_fit_alone():
