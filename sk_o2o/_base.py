@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import threading
@@ -29,6 +30,7 @@ __all__ = [
     "TorchEstimator",
     "autograd_on",
     "check_int",
+    "find_stack_level",
     "load",
     "progress_bar",
     "resolve_device",
@@ -37,6 +39,44 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- warnings
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def find_stack_level() -> int:
+    """The ``stacklevel`` that attributes a warning to the first caller outside sk_o2o.
+
+    A fixed ``stacklevel`` names the user's line only through one call path; the
+    same check reached through ``fit``, ``partial_fit``, a decorator or
+    ``sk_o2o.load`` sits at different depths. Counting sk_o2o's own frames (as
+    pandas does) names the caller's line, so the warning shows where the user
+    can act on it and ``warnings.filterwarnings(module=...)`` sees the caller's
+    module.
+
+    Returns
+    -------
+    stacklevel : int
+        To pass as ``warnings.warn(..., stacklevel=find_stack_level())``.
+
+    Examples
+    --------
+    >>> from sk_o2o._base import find_stack_level
+    >>> find_stack_level()  # called from outside sk_o2o: the caller itself
+    1
+    """
+    frame = inspect.currentframe()
+    level = 0
+    try:
+        # This function's frame counts as one, so the first frame outside the
+        # package is ``level`` frames above warnings.warn's caller.
+        while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            frame = frame.f_back
+            level += 1
+    finally:
+        del frame
+    return level
 
 
 # --------------------------------------------------------------------------- validation
@@ -116,7 +156,9 @@ def resolve_device(device: str | torch.device, *, fallback_to_cpu: bool = False)
             f"{n_gpus} CUDA device(s); use device='auto' or 'cpu'."
         )
         if fallback_to_cpu:
-            warnings.warn(message + " Loading on the CPU instead.", stacklevel=3)
+            warnings.warn(
+                message + " Loading on the CPU instead.", stacklevel=find_stack_level()
+            )
             return torch.device("cpu")
         raise ValueError(message)
     return dev

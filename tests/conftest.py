@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -107,6 +108,23 @@ def default_dtype(dtype: torch.dtype):
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+@contextlib.contextmanager
+def warns_at_test_line(match: str):
+    """``pytest.warns(UserWarning, match=match)`` that also checks where it points.
+
+    A warning about the user's data or call must name the user's line, here the
+    test's, not a line of sk_o2o (``warnings`` prints that place, and filters by
+    its module). Only for tests that call sk_o2o directly: through a Pipeline or
+    joblib the first frame outside sk_o2o is theirs.
+    """
+    with pytest.warns(UserWarning, match=match) as record:
+        yield record
+    places = [
+        (w.filename, w.lineno) for w in record if re.search(match, str(w.message))
+    ]
+    assert all(Path(f).parent == Path(__file__).parent for f, _ in places), places
 
 
 @contextlib.contextmanager

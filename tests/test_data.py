@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from conftest import warns_at_test_line
 from sk_o2o.data import D4RL_KEYS, TransitionBuffer, Transitions, as_transitions
 from sk_o2o.data.normalization import (
     ActionScaler,
@@ -185,7 +186,7 @@ def test_next_observations_shifted_across_time_limits_are_flagged():
     # the naive construction from D4RL's arrays: s' of a timed-out row is the
     # next episode's first state
     shifted = np.vstack([data.observations[1:], data.observations[-1:]])
-    with pytest.warns(UserWarning, match=r"equals X\[i \+ 1\] at 17 of the 17"):
+    with warns_at_test_line(r"equals X\[i \+ 1\] at 17 of the 17"):
         warn_if_next_observations_do_not_follow(
             data.observations, shifted, data.terminals, data.timeouts
         )
@@ -574,7 +575,7 @@ def test_reward_scale_returns():
     )
     assert found == pytest.approx(1000.0 / (10.0 - (-1.0)))
     # A single episode, or equal returns, leaves rewards as they are.
-    with pytest.warns(UserWarning, match="one episode"):
+    with warns_at_test_line("one episode"):
         assert reward_scale(rewards, np.zeros(5), None, "returns") == 1.0
     equal = np.array([1.0, 1.0, 1.0, 1.0], dtype=np.float32)
     assert reward_scale(equal, np.ones(4), None, "returns") == 1.0
@@ -604,11 +605,11 @@ def test_reward_scale_returns_warns_about_shuffled_rows():
         train, _ = next(GroupKFold(3).split(rows, groups=data.episode_ids))
         scale(train)
     train, _ = next(KFold(3, shuffle=True, random_state=0).split(rows))
-    with pytest.warns(UserWarning, match="fragments"):
+    with warns_at_test_line("fragments"):
         assert scale(train) > 3 * whole  # short fragments: a smaller spread
     # 20 folds drop one row in 20: with time limits flagged, still unexplained
     train, _ = next(KFold(20, shuffle=True, random_state=0).split(rows))
-    with pytest.warns(UserWarning, match="fragments"):
+    with warns_at_test_line("fragments"):
         scale(train)
     # Short episodes whose ends are flagged are no fragments.
     n = 1000

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.utils import Bunch
 
+from conftest import warns_at_test_line
 from sk_o2o.data import D4RL_KEYS
 from sk_o2o.datasets import (
     episode_ids,
@@ -288,7 +289,7 @@ def test_builder_end_to_end(tmp_path, monkeypatch):
     from sk_o2o.datasets import builder
 
     monkeypatch.setattr(builder, "evaluate_policy", lambda *a, **k: np.zeros(1))
-    with pytest.warns(UserWarning, match=r"return \(0\.0\) is not above"):
+    with warns_at_test_line(r"return \(0\.0\) is not above"):
         assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "pendulum-medium-replay-v0.npz",

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
 
-from conftest import default_dtype, seeded_fit_in_another_thread
+from conftest import default_dtype, seeded_fit_in_another_thread, warns_at_test_line
 from sk_o2o import FamO2OPolicy, IQLPolicy, TD3BCPolicy
 from sk_o2o.datasets import load_dataset
 
@@ -319,13 +319,12 @@ def _chunk(data, start, stop):
 
 def test_partial_fit_on_unfitted_estimator(transitions, make_policy):
     data = _chunk(transitions, 0, 20)
-    with pytest.warns(
-        UserWarning,
-        match="fits the action bounds, the observation "
+    with warns_at_test_line(
+        "fits the action bounds, the observation "
         "normalisation and the reward scale on these 20 transitions",
     ):
         policy = make_policy().partial_fit(data)
-    with pytest.warns(UserWarning, match="fits the reward scale on these"):
+    with warns_at_test_line("fits the reward scale on these"):
         make_policy(action_bounds=(-1, 1), normalize_observations=False).partial_fit(
             data
         )
@@ -603,7 +602,7 @@ def test_fit_without_rewards_warns_and_clones_behaviour(make_policy, build):
     X = rng.normal(size=(64, 2)).astype(np.float32)
     y = np.tanh(X @ np.array([[1.5], [-1.0]], dtype=np.float32))
     policy = build(make_policy)
-    with pytest.warns(UserWarning, match="behaviour cloning"):
+    with warns_at_test_line("behaviour cloning"):
         policy.fit(X, y)
     # Every transition is a terminal one-step episode with zero reward.
     stored = policy.buffer_.sample(torch.arange(64))

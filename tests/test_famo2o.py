@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
+from conftest import warns_at_test_line
 from sk_o2o import FamO2OPolicy
 from sk_o2o.data.buffer import Batch
 from sk_o2o.datasets import load_dataset
@@ -362,7 +363,7 @@ def test_td3bc_base_ignores_the_iql_only_parameters_and_says_so(data):
             n_updates=1,
         )
 
-    with pytest.warns(UserWarning, match="expectile applies to algo='iql' only"):
+    with warns_at_test_line("expectile applies to algo='iql' only"):
         policy = FamO2OPolicy(algo="td3bc", expectile=0.9, n_steps=2, **FAST).fit(data)
     # they shaped nothing, so changing them later is no reason to refuse a step
     policy.set_params(expectile=0.8, value_lr=1e-2)

@@ -8,6 +8,7 @@ import torch
 
 gymnasium = pytest.importorskip("gymnasium")
 
+from conftest import warns_at_test_line  # noqa: E402
 from sk_o2o.data import D4RL_KEYS  # noqa: E402
 from sk_o2o.rl.online import (  # noqa: E402
     collect_transitions,
@@ -405,7 +406,7 @@ def test_fit_online_after_load_warns_that_the_buffer_is_empty(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loaded.fit_online(ENV, 0)  # nothing trained: nothing to warn about
-    with pytest.warns(UserWarning, match="no training data in its buffer"):
+    with warns_at_test_line("no training data in its buffer"):
         loaded.fit_online(ENV, 3)
     assert len(loaded.buffer_) == 3
     data = load_dataset("pendulum-medium-replay-v0")

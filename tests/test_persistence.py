@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import sk_o2o
+from conftest import warns_at_test_line
 from sk_o2o import IQLPolicy
 
 
@@ -382,7 +383,7 @@ def test_cuda_pickle_loads_on_cpu(policy, transitions):
     expected = policy.predict(X)
     policy.device = "cuda"  # as if it had been trained on a GPU
     payload = pickle.dumps(policy)
-    with pytest.warns(UserWarning, match=r"device='cuda'.*on the CPU"):
+    with warns_at_test_line(r"device='cuda'.*on the CPU"):
         loaded = pickle.loads(payload)
     assert loaded.device_ == torch.device("cpu")
     assert loaded.device == "cuda"
@@ -411,7 +412,7 @@ def test_cuda_save_loads_on_cpu(policy, transitions, tmp_path):
     policy.device = "cuda"
     path = tmp_path / "model.safetensors"
     policy.save(path)
-    with pytest.warns(UserWarning, match=r"device='cuda'.*on the CPU"):
+    with warns_at_test_line(r"device='cuda'.*on the CPU"):
         loaded = sk_o2o.load(path)
     assert loaded.device_ == torch.device("cpu")
     np.testing.assert_array_equal(loaded.predict(X), policy.predict(X))

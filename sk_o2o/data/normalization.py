@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sk_o2o._base import find_stack_level
 from sk_o2o.data.transitions import episode_ids
 
 __all__ = [
@@ -204,7 +205,7 @@ def reward_scale(
             "with groups=episode_ids), or choose reward_scaling='standard'. (If "
             "these are the ends of short episodes, pass timeouts to say so.)",
             UserWarning,
-            stacklevel=4,
+            stacklevel=find_stack_level(),
         )
     returns = np.bincount(ids, weights=rewards.astype(np.float64))
     if len(returns) == 1:
@@ -214,7 +215,7 @@ def reward_scale(
             "observations), so it has no spread of returns: rewards are left "
             "unscaled. Pass timeouts, or choose reward_scaling='standard'.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=find_stack_level(),
         )
         return 1.0
     spread = float(returns.max() - returns.min())

@@ -21,6 +21,8 @@ from numpy.typing import ArrayLike
 from scipy.sparse import issparse
 from sklearn.utils.validation import check_array, check_consistent_length
 
+from sk_o2o._base import find_stack_level
+
 __all__ = [
     "D4RL_KEYS",
     "DatasetLike",
@@ -165,8 +167,6 @@ def warn_if_next_observations_do_not_follow(
     next_observations: np.ndarray,
     terminals: np.ndarray,
     timeouts: np.ndarray | None = None,
-    *,
-    stacklevel: int = 2,
 ) -> None:
     """Warn when ``next_observations`` do not follow ``observations`` as they should.
 
@@ -191,7 +191,7 @@ def warn_if_next_observations_do_not_follow(
                 "episode's first state. Give the true state after the time-limit "
                 "step, or drop those transitions, as d4rl.qlearning_dataset does.",
                 UserWarning,
-                stacklevel=stacklevel + 1,
+                stacklevel=find_stack_level(),
             )
     inside = ~episode_ends(terminals, timeouts)[:-1]
     if inside.sum() < 10:  # too few to tell
@@ -208,7 +208,7 @@ def warn_if_next_observations_do_not_follow(
             "transitions are not in episode order (reward_scaling='returns' then "
             "sees fragments of episodes).",
             UserWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=find_stack_level(),
         )
 
 

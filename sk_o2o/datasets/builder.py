@@ -74,6 +74,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sk_o2o._base import find_stack_level
 from sk_o2o.datasets import D4RL_KEYS, episode_returns, get_data_home
 from sk_o2o.rl.online import collect_transitions, evaluate_policy, make_env
 
@@ -427,7 +428,7 @@ def _build(
             "meaningless (and the environment-return scorer refuses them). Train "
             "longer (n_sac_steps) or use more reference episodes (n_ref_episodes).",
             UserWarning,
-            stacklevel=3,
+            stacklevel=find_stack_level(),
         )
     if medium_target_return is None:
         target = ref_min + medium_fraction * (ref_max - ref_min)
@@ -445,7 +446,7 @@ def _build(
             "from the final policy and medium-replay is the whole buffer. Train "
             "longer (n_sac_steps) or lower medium_target_return/medium_fraction.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=find_stack_level(),
         )
     _log(
         verbose,

@@ -24,6 +24,7 @@ from sk_o2o._base import (
     TorchEstimator,
     autograd_on,
     check_int,
+    find_stack_level,
     progress_bar,
     resolve_device,
     torch_seed_context,
@@ -541,7 +542,7 @@ class BaseRLPolicy(TorchEstimator):
                     "transition is a terminal one-step episode with zero reward, so "
                     "the policy is fitted by behaviour cloning of y.",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=find_stack_level(),
                 )
                 n = len(X)
                 rewards, next_observations, terminals = np.zeros(n), X, np.ones(n)
@@ -571,7 +572,6 @@ class BaseRLPolicy(TorchEstimator):
             data.next_observations,
             data.terminals,
             data.timeouts,
-            stacklevel=3,
         )
         return data
 
@@ -609,7 +609,7 @@ class BaseRLPolicy(TorchEstimator):
             "pass action_bounds (e.g. env.action_space), "
             "normalize_observations=False and reward_scaling='none'.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=find_stack_level(),
         )
 
     def _check_params_unchanged_since_fit(self, method: str) -> None:
@@ -873,7 +873,7 @@ class BaseRLPolicy(TorchEstimator):
                 "of them. Add the offline data first with partial_fit(..., "
                 "n_updates=0), or resume from a pickle, which keeps the buffer.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=find_stack_level(),
             )
         with contextlib.ExitStack() as opened:
             # Environments made here (from an id, or the evaluation copy) are

@@ -12,7 +12,7 @@ import torch
 from numpy.typing import ArrayLike
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from sk_o2o._base import TorchEstimator, check_int
+from sk_o2o._base import TorchEstimator, check_int, find_stack_level
 from sk_o2o.data.buffer import Batch
 from sk_o2o.data.normalization import REWARD_SCALINGS
 from sk_o2o.data.transitions import check_finite, to_numpy
@@ -496,7 +496,7 @@ class FamO2OPolicy(BaseRLPolicy):
                     f"only; algo={self.algo!r} ignores "
                     f"{'them' if len(changed) > 1 else 'it'}.",
                     UserWarning,
-                    stacklevel=4,  # _make_core, _initialise, fit: the caller's line
+                    stacklevel=find_stack_level(),
                 )
             if self.advantage_weighting != "per_sample":
                 raise ValueError(

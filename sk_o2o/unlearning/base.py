@@ -31,6 +31,7 @@ from torch import nn
 from sk_o2o._base import (
     TorchEstimator,
     autograd_on,
+    find_stack_level,
     progress_bar,
     resolve_device,
     torch_seed_context,
@@ -346,7 +347,7 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 f"classes {again!r} were forgotten by an earlier call; forgetting "
                 "them again moves the weights further.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=find_stack_level(),
             )
         keep = kept & ~np.isin(self.classes_, forgotten)
         if not keep.any():
