@@ -220,12 +220,42 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                     self.device_ = resolve_device(self.device)
                     with torch_seed_context(seed):
                         self.estimator_ = self._new_net().initialize()
+                    self._check_outputs(self.estimator_, X, "the module", "the")
                 self.history_ = []
                 self.unlearning_history_ = []
+            elif classes is not None:
+                given = np.unique(column_or_1d(to_numpy(classes)))
+                if _not_among(given, self.classes_) or len(given) != len(self.classes_):
+                    raise ValueError(
+                        f"classes={given.tolist()!r} is not the same as on the first "
+                        f"call, {self.classes_.tolist()!r}."
+                    )  # as scikit-learn's partial_fit says
+            unknown = _not_among(y, self.classes_)
+            if unknown:
+                raise ValueError(
+                    f"y holds classes {unknown[:5]!r} that are not among "
+                    + (
+                        f"classes={self.classes_.tolist()!r}."
+                        if first_call and classes is not None
+                        else f"classes_ {self.classes_.tolist()!r}."
+                    )
+                )
+            relearned = _not_among(
+                np.intersect1d(y, self.classes_), self.classes_[self._kept_classes()]
+            )
+            if relearned:
+                warnings.warn(
+                    f"y holds samples of classes {relearned!r}, forgotten by an "
+                    "earlier unlearn_classes call: this epoch teaches them again, "
+                    "while later unlearning calls still treat them as forgotten.",
+                    UserWarning,
+                    stacklevel=find_stack_level(),
+                )
             y_encoded = self._encode(y, "y")
             seed = self._draw_seed()
             with torch_seed_context(seed):
                 self.estimator_.partial_fit(X, y_encoded, epochs=1)
+            _check_converged(self.estimator_)
             self.history_ = _skorch_history(self.estimator_)
         return self
 
@@ -284,6 +314,8 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             Their labels; needed by the methods that use them.
         X_retain, y_retain : array-like, optional
             Training data to keep, for the methods that use it; FAMR does not.
+            Rows of classes forgotten by an earlier :meth:`unlearn_classes` call
+            are left out: those classes stay forgotten.
 
         Returns
         -------
@@ -298,17 +330,28 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             y_f = self._encode(
                 self._check_labels(y_forget, X_f, "y_forget"), "y_forget"
             )
-        data = UnlearningData(
-            X_f, y_f, *self._retain(X_retain, y_retain), keep=self._kept_classes()
-        )
-        return self._run(data)
+        keep = self._kept_classes()
+        X_r, y_r = self._retain(X_retain, y_retain)
+        if y_r is not None and not keep.all():
+            # Classes stay forgotten: retain rows of a class forgotten earlier
+            # would teach it again to the methods that train on them.
+            still = keep[y_r]
+            if not still.any():
+                raise ValueError(
+                    "X_retain, y_retain hold only rows of classes forgotten by an "
+                    "earlier unlearn_classes call; those are left out, and nothing "
+                    "remains."
+                )
+            X_r, y_r = X_r[still], y_r[still]
+        return self._run(UnlearningData(X_f, y_f, X_r, y_r, keep=keep))
 
     @autograd_on
     def unlearn_classes(self, classes: ArrayLike, X: ArrayLike, y: ArrayLike) -> Self:
         """Forget whole classes.
 
         The rows of ``X`` labelled with one of ``classes`` are the forget set, the
-        other rows the retain set (for the methods that use one). Pass the
+        rows of the classes that remain the retain set (for the methods that use
+        one; rows of classes forgotten by an earlier call are in neither). Pass the
         training data, or, for FAMR, just the samples of those classes. Where a
         method aims at a uniform or random prediction, it uses the classes that
         remain: a model retrained without a class never predicts it.
@@ -362,7 +405,8 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             raise ValueError(
                 f"X, y hold no sample of the classes {forgotten.tolist()!r}."
             )
-        retained = ~in_forget
+        # the other rows, without those of classes forgotten earlier
+        retained = np.isin(y_encoded, np.flatnonzero(keep))
         data = UnlearningData(
             X[in_forget],
             y_encoded[in_forget],
@@ -389,6 +433,11 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             missing.append("y_forget")
         if self._needs_retain and data.X_retain is None:
             missing.append("X_retain and y_retain")
+        if missing and data.classes is not None:  # unlearn_classes
+            raise ValueError(
+                f"{type(self).__name__} trains on the rows of the classes that "
+                "remain, and X, y hold none: pass the training data."
+            )
         if missing:
             raise ValueError(
                 f"{type(self).__name__} needs {' and '.join(missing)}; pass them "
@@ -430,22 +479,53 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
         self.classes_ = np.asarray(net.classes_)
         self.device_ = device
         net = copy.deepcopy(net)  # the user's own net is never run here
+        self._check_outputs(net, X, "the frozen net", "its")
+        return net
+
+    def _check_outputs(self, net: NeuralNetClassifier, X: np.ndarray, what, whose):
+        """Run a few rows of ``X`` through ``net``: refuse what cannot train.
+
+        Catches, before any training, data of the wrong width, a module with
+        one output too few or too many for the classes (training would fail on
+        a label past the last output, or predict_proba would have extra
+        columns), and a module whose outputs the criterion misreads.
+        """
         try:
             with torch.no_grad():
-                output = _forward(net, X[:1])
+                output = _forward(net, X[:8])
         except RuntimeError as error:
             if "shape" not in str(error) and "size" not in str(error):
                 raise
             raise ValueError(
-                f"X has {X.shape[1]} features, and the frozen net cannot take "
-                f"them: {error}"
+                f"X has {X.shape[1]} features, and {what} cannot take them: {error}"
             ) from None
-        if output.shape[-1] != len(self.classes_):
+        if output.ndim != 2 or output.shape[-1] != len(self.classes_):
             raise ValueError(
-                f"the frozen net gives {output.shape[-1]} outputs per row for its "
-                f"{len(self.classes_)} classes."
+                f"{what} gives outputs of shape {tuple(output.shape[1:])} per row "
+                f"for {whose} {len(self.classes_)} classes; it must give one "
+                "output per class."
             )
-        return net
+        non_negative = bool((output >= 0).all())
+        sums_to_one = torch.allclose(
+            output.sum(-1), torch.ones((), dtype=output.dtype), atol=1e-4
+        )
+        if isinstance(net.criterion_, nn.NLLLoss) and not non_negative:
+            raise ValueError(
+                f"{what} has criterion NLLLoss, with which skorch reads the "
+                "module's outputs as probabilities (it takes their log), but "
+                "they are negative (logits or log-probabilities?): end the "
+                "module with a softmax, or use criterion=nn.CrossEntropyLoss."
+            )
+        if not isinstance(net.criterion_, nn.NLLLoss) and non_negative and sums_to_one:
+            warnings.warn(
+                f"{what}'s outputs look like probabilities (non-negative, rows "
+                f"summing to 1), but its criterion {type(net.criterion_).__name__} "
+                "reads them as logits and applies a softmax again, which flattens "
+                "predict_proba and weakens training and unlearning. Remove the "
+                "module's final softmax, or use criterion=nn.NLLLoss.",
+                UserWarning,
+                stacklevel=find_stack_level(),
+            )
 
     def _new_net(self) -> NeuralNetClassifier:
         """An unfitted net for this data, on ``device_``, built from ``estimator``."""
@@ -473,7 +553,12 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             ):  # retraining a net built around a module instance: skorch trained
                 # that instance in place, so its copy holds the trained weights
                 _reset_parameters(net.module)
-            net.fit(X, y_encoded)
+            # net.fit, with the outputs checked between initialisation and
+            # training (the check draws nothing from torch's generator)
+            net.initialize()
+            self._check_outputs(net, X, "the module", "the")
+            net.partial_fit(X, y_encoded)
+        _check_converged(net)
         return net
 
     def _module_log_probs(self):
@@ -511,7 +596,10 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             input_name=name,
         )
         if len(rows) == 0:
-            raise ValueError(f"{name} is empty: there is nothing to forget.")
+            raise ValueError(
+                f"{name} is empty"
+                + (": there is nothing to forget." if name != "X_retain" else ".")
+            )
         if rows.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"{name} has {rows.shape[1]} features, but {type(self).__name__} "
@@ -584,6 +672,25 @@ def _not_among(labels: np.ndarray, classes: np.ndarray) -> list:
     """
     known = set(classes.tolist())
     return [label for label in np.unique(labels).tolist() if label not in known]
+
+
+def _check_converged(net: NeuralNetClassifier) -> None:
+    """Refuse a training run whose loss became NaN or infinite.
+
+    The weights are then meaningless; the caller's rollback restores the
+    estimator as it was.
+    """
+    losses = np.asarray(
+        [epoch.get("train_loss", 0.0) for epoch in net.history], dtype=np.float64
+    )
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if len(bad):
+        raise ValueError(
+            f"training diverged: train_loss is {losses[bad[0]]} at epoch "
+            f"{bad[0] + 1}. Lower the net's lr, or check that the module's "
+            "outputs are what its criterion expects (logits for "
+            "CrossEntropyLoss, probabilities for NLLLoss)."
+        )
 
 
 def _reset_parameters(module: nn.Module) -> None:
@@ -664,6 +771,16 @@ def unlearn_pipeline(
     >>> float((pipe.predict(X[y == 3]) == 3).mean()) < 0.1
     True
     """
+    if not isinstance(pipeline, Pipeline):
+        raise TypeError(
+            f"pipeline must be a Pipeline, got {type(pipeline).__name__}; call "
+            "an unlearner's own unlearn or unlearn_classes directly."
+        )
+    if not isinstance(pipeline[-1], BaseUnlearner):
+        raise TypeError(
+            "pipeline must end in an unlearner (FAMRUnlearner, ...), not in "
+            f"{type(pipeline[-1]).__name__}."
+        )
     check_is_fitted(pipeline)
     head, unlearner = pipeline[:-1], pipeline[-1]
 

@@ -204,6 +204,16 @@ class FAMRUnlearner(BaseUnlearner):
                 f"batch_size={self.batch_size!r} needs solver='adam': L-BFGS "
                 "steps on the whole forget set (use batch_size=None)."
             )
+        if self.forget_target == "renormalized" and data.classes is None:
+            # famr_unlearn refuses it when every class is kept; after an earlier
+            # unlearn_classes call some are not, but the target would still be
+            # the model's own prediction on these samples: nothing forgotten.
+            raise ValueError(
+                "forget_target='renormalized' needs forgotten classes: use it with "
+                "unlearn_classes, not unlearn. Classes forgotten by an earlier "
+                "call do not count: on these samples its target would be the "
+                "model's own prediction."
+            )
         anchor_strength = self.anchor_strength
         if anchor_strength == "auto":
             kind = "samples" if data.classes is None else "classes"

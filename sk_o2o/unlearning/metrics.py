@@ -12,6 +12,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
+from sklearn.utils.validation import column_or_1d
+
+from sk_o2o.data.transitions import to_numpy
 
 __all__ = ["evaluate_unlearning", "membership_inference_score", "mia_features"]
 
@@ -55,14 +58,38 @@ def mia_features(
     >>> bool(seen.mean() < unseen.mean())  # what a membership attack exploits
     True
     """
+    return _features(estimator, X, y, feature, ("X", "y"))
+
+
+def _features(
+    estimator: Any, X: ArrayLike, y: ArrayLike | None, feature: str, names: tuple
+) -> np.ndarray:
+    """:func:`mia_features`, its errors naming the caller's arguments ``names``."""
     if feature not in _FEATURES:
         raise ValueError(f"feature must be one of {_FEATURES}, got {feature!r}.")
     proba = np.clip(estimator.predict_proba(X), 1e-12, 1.0)
     if feature == "entropy":
         return -(proba * np.log(proba)).sum(axis=1)
+    x_name, y_name = names
     if y is None:
-        raise ValueError('feature="loss" needs the labels y.')
-    index = np.searchsorted(estimator.classes_, np.asarray(y))
+        raise ValueError(f'feature="loss" needs the labels {y_name}.')
+    y = column_or_1d(to_numpy(y))
+    if len(y) != len(proba):
+        raise ValueError(
+            f"{y_name} has {len(y)} labels for {len(proba)} rows of {x_name}."
+        )
+    # A label outside classes_ has no predicted probability: searchsorted alone
+    # would read another class's column, or index past the last one.
+    column = {
+        label: i for i, label in enumerate(np.asarray(estimator.classes_).tolist())
+    }
+    unknown = sorted({label for label in y.tolist() if label not in column}, key=str)
+    if unknown:
+        raise ValueError(
+            f"{y_name} holds labels {unknown[:5]!r} that are not among the "
+            f"estimator's classes_ {list(column)!r}."
+        )
+    index = np.array([column[label] for label in y.tolist()], dtype=np.intp)
     return -np.log(proba[np.arange(len(proba)), index])
 
 
@@ -122,8 +149,10 @@ def membership_inference_score(
     True
     """
     rng = check_random_state(random_state)
-    members = mia_features(estimator, X_retain, y_retain, feature=feature)
-    non_members = mia_features(estimator, X_test, y_test, feature=feature)
+    members = _features(
+        estimator, X_retain, y_retain, feature, ("X_retain", "y_retain")
+    )
+    non_members = _features(estimator, X_test, y_test, feature, ("X_test", "y_test"))
     n = min(len(members), len(non_members))
     members = members[rng.permutation(len(members))[:n]]
     non_members = non_members[rng.permutation(len(non_members))[:n]]
@@ -131,7 +160,7 @@ def membership_inference_score(
         np.concatenate([members, non_members])[:, None],
         np.r_[np.ones(n), np.zeros(n)],
     )
-    forget = mia_features(estimator, X_forget, y_forget, feature=feature)
+    forget = _features(estimator, X_forget, y_forget, feature, ("X_forget", "y_forget"))
     return float(attacker.predict(forget[:, None]).mean())
 
 
