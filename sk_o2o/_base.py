@@ -386,6 +386,12 @@ class TorchEstimator(BaseEstimator):
         }
         if hasattr(self, "feature_names_in_"):
             state["feature_names_in_"] = list(self.feature_names_in_)
+        folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+        if not os.path.isdir(folder):  # else safetensors names its temporary file
+            raise FileNotFoundError(
+                f"cannot save to {os.fspath(path)!r}: the folder {folder!r} does "
+                "not exist."
+            )
         header = {
             "format_version": FORMAT_VERSION,
             "sk_o2o_version": _package_version(),

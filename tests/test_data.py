@@ -192,6 +192,27 @@ def test_next_observations_shifted_across_time_limits_are_flagged():
         )
 
 
+def test_shuffled_transitions_are_flagged_only_where_order_matters():
+    from sk_o2o import IQLPolicy, TD3BCPolicy
+
+    data = load_dataset("pendulum-medium-replay-v0")
+    rows = np.random.default_rng(0).permutation(len(data.rewards))[:2000]
+    shuffled = {key: data[key][rows] for key in D4RL_KEYS}
+    fast = {"n_steps": 1, "batch_size": 8, "hidden_sizes": (8,)}
+    # Order does not matter without returns-based reward scaling: no warning
+    # (before: "in different spaces ... or not in episode order").
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TD3BCPolicy(**fast).fit(shuffled)
+        IQLPolicy(reward_scaling="standard", **fast).fit(shuffled)
+    with warns_at_test_line("mostly another row of X: the transitions are not in"):
+        IQLPolicy(**fast).fit(shuffled)  # reward_scaling="returns"
+    # next observations in another space than X: flagged whatever the scaling
+    moved = {**shuffled, "next_observations": 2.0 * shuffled["next_observations"]}
+    with warns_at_test_line("mostly no row of X at all"):
+        TD3BCPolicy(**fast).fit(moved)
+
+
 def test_one_dimensional_y_becomes_column(make_transitions, fit_kwargs):
     data = make_transitions(n=15, act_dim=1)
     t = as_transitions(data["observations"], data["actions"][:, 0], **fit_kwargs(data))

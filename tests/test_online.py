@@ -411,6 +411,15 @@ def test_fit_online_after_load_warns_that_the_buffer_is_empty(tmp_path):
     assert len(loaded.buffer_) == 3
     data = load_dataset("pendulum-medium-replay-v0")
     reloaded = sk_o2o.load(tmp_path / "policy.safetensors")
+    # partial_fit likewise, unless it only fills the buffer
+    with warns_at_test_line("partial_fit trains on these 5 transitions alone"):
+        sk_o2o.load(tmp_path / "policy.safetensors").partial_fit(
+            data.observations[:5],
+            data.actions[:5],
+            rewards=data.rewards[:5],
+            next_observations=data.next_observations[:5],
+            terminals=data.terminals[:5],
+        )
     reloaded.partial_fit(
         data.observations,
         data.actions,
@@ -658,3 +667,31 @@ def test_fit_online_evaluates_on_episodes_seeded_apart_from_training(
     assert record["eval_return"] != pytest.approx(
         float(np.mean(evaluate_policy(policy, ENV, n_episodes=2, seed=3)))
     )
+
+
+def test_fit_online_warns_when_the_data_bounds_cut_the_action_space():
+    import gymnasium
+
+    from sk_o2o import IQLPolicy
+    from sk_o2o.datasets import load_dataset
+
+    data = dict(load_dataset("pendulum-medium-replay-v0"))
+    data["actions"] = np.clip(data["actions"], -1.0, 1.0)  # Pendulum's are ±2
+    tiny = {"n_steps": 2, "hidden_sizes": (8,), "device": "cpu", "random_state": 0}
+    policy = IQLPolicy(**tiny).fit(data)
+    with warns_at_test_line(r"leave out part of env's action space.*dimensions \[0\]"):
+        policy.fit_online(ENV, 2)
+    # the data's own range covers Pendulum's: no warning, nor with explicit bounds
+    bounded = IQLPolicy(action_bounds=gymnasium.make(ENV).action_space, **tiny)
+    for policy in (
+        IQLPolicy(**tiny).fit(load_dataset("pendulum-medium-replay-v0")),
+        bounded.fit(data),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            policy.fit_online(ENV, 2)
+
+
+def test_evaluate_policy_names_a_wrong_action_width():
+    with pytest.raises(ValueError, match=r"returned 3 action values .* shape \(1,\)"):
+        evaluate_policy(lambda obs: np.zeros((1, 3)), ENV, n_episodes=1)

@@ -123,6 +123,12 @@ def test_save_load_keeps_the_model(policy, transitions, tmp_path):
     np.testing.assert_array_equal(again.predict(X), policy.predict(X))
 
 
+def test_save_to_a_missing_folder_names_the_path(policy, tmp_path):
+    path = tmp_path / "missing" / "model.safetensors"
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors'.*does not exist"):
+        policy.save(path)
+
+
 def test_save_load_keeps_params(policy, tmp_path):
     policy.set_params(beta=1.25, expectile=0.8, gamma=0.95, action_bounds=None)
     path = tmp_path / "model.safetensors"
@@ -310,6 +316,7 @@ def test_load_refuses_a_pickle(policy, tmp_path):
         sk_o2o.load(path)
 
 
+@pytest.mark.filterwarnings("ignore:this .* has no training data in its buffer")
 def test_partial_fit_after_load(policy, transitions, tmp_path):
     path = tmp_path / "model.safetensors"
     policy.save(path)
@@ -332,6 +339,7 @@ def test_partial_fit_after_load(policy, transitions, tmp_path):
     )
 
 
+@pytest.mark.filterwarnings("ignore:this .* has no training data in its buffer")
 @pytest.mark.parametrize("round_trip", ["save", "pickle"])
 def test_a_loaded_model_remembers_the_parameters_it_was_fitted_with(
     make_policy, transitions, tmp_path, round_trip

@@ -110,9 +110,9 @@ def test_flags_must_be_binary(data, make_policy, name, bad):
 def test_partial_rl_arguments_are_refused(data, make_policy, missing):
     arrays = _arrays(data)
     arrays[missing] = None
-    with pytest.raises(ValueError, match=rf"fit needs {missing}"):
+    with pytest.raises(ValueError, match=rf"the transitions need {missing}"):
         _call(as_transitions, arrays)
-    with pytest.raises(ValueError, match=rf"fit needs {missing}"):
+    with pytest.raises(ValueError, match=rf"the transitions need {missing}"):
         _call(make_policy().fit, arrays)
 
 
@@ -480,3 +480,41 @@ def test_failed_first_fit_leaves_estimator_unfitted(data, make_policy):
     assert set(vars(policy)) == keys
     with pytest.raises(NotFittedError):
         policy.predict(data["observations"])
+
+
+# --------------------------------------------------------------------------- float parameters
+def _float_parameters():
+    from numbers import Real
+
+    from sklearn.utils._param_validation import Interval
+
+    import sk_o2o.unlearning as unlearning
+    from sk_o2o import FamO2OPolicy, IQLPolicy, TD3BCPolicy
+
+    estimators = [IQLPolicy, TD3BCPolicy, FamO2OPolicy]
+    estimators += [getattr(unlearning, name) for name in unlearning.__all__]
+    for cls in estimators:
+        for name, constraints in getattr(cls, "_parameter_constraints", {}).items():
+            if any(
+                c is Real or (isinstance(c, Interval) and c.type is Real)
+                for c in constraints
+            ):
+                yield pytest.param(cls, name, id=f"{cls.__name__}-{name}")
+
+
+@pytest.mark.parametrize(("cls", "name"), list(_float_parameters()))
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_parameters_refuse_nan_and_infinity(cls, name, bad, data):
+    # target_entropy=nan once fitted a FamO2OPolicy whose actions were all NaN.
+    from sk_o2o.unlearning import BaseUnlearner
+
+    X, y = data["observations"], data["actions"]
+    if issubclass(cls, BaseUnlearner):
+        estimator = cls(**{name: bad})
+    else:  # should the parameter pass, a short fit
+        estimator = cls(**{name: bad, "n_steps": 2, "batch_size": 8})
+    with pytest.raises(ValueError, match=f"'{name}' parameter"):
+        if issubclass(cls, BaseUnlearner):
+            estimator.fit(X, (y[:, 0] > 0).astype(int))
+        else:
+            estimator.fit(data)

@@ -162,11 +162,23 @@ def _jumps(observations, next_observations, chunk: int = 65_536) -> np.ndarray:
     return jumps
 
 
+def _mostly_rows_of(rows: np.ndarray, table: np.ndarray) -> bool:
+    """Whether most of ``rows`` occur, bit for bit, among the rows of ``table``."""
+
+    def as_void(a: np.ndarray) -> np.ndarray:
+        a = np.ascontiguousarray(a.reshape(len(a), -1), dtype=np.float32)
+        return a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+
+    return bool(np.isin(as_void(rows), as_void(table)).mean() > 0.5)
+
+
 def warn_if_next_observations_do_not_follow(
     observations: np.ndarray,
     next_observations: np.ndarray,
     terminals: np.ndarray,
     timeouts: np.ndarray | None = None,
+    *,
+    order_matters: bool = True,
 ) -> None:
     """Warn when ``next_observations`` do not follow ``observations`` as they should.
 
@@ -177,7 +189,10 @@ def warn_if_next_observations_do_not_follow(
     Inside episodes (no terminal or timeout flag) the two are the same state. If
     they mostly differ, the arrays are in different spaces (a ``Pipeline``
     transforms ``X`` but hands ``next_observations`` to the policy unchanged) or
-    the transitions are not in episode order.
+    the transitions are not in episode order. Out of order, the next observations
+    are still rows of ``observations``: that case is a warning only where
+    ``order_matters`` (``reward_scaling="returns"``, which sums rewards over
+    episodes), since shuffled transitions are otherwise as good as ordered ones.
     """
     jumps = _jumps(observations, next_observations)
     if timeouts is not None:
@@ -197,16 +212,30 @@ def warn_if_next_observations_do_not_follow(
     if inside.sum() < 10:  # too few to tell
         return
     n_jumps, n_inside = int(jumps[inside].sum()), int(inside.sum())
-    if n_jumps > n_inside / 2:
+    if n_jumps <= n_inside / 2:
+        return
+    inside_next = np.asarray(next_observations)[:-1][inside]
+    if _mostly_rows_of(inside_next, np.asarray(observations)):
+        if order_matters:
+            warnings.warn(
+                f"next_observations[i] differs from X[i + 1] at {n_jumps} of the "
+                f"{n_inside} transitions that no terminal or timeout ends, and is "
+                "mostly another row of X: the transitions are not in episode "
+                "order, so reward_scaling='returns' sees fragments of episodes, "
+                "not their returns. Keep each episode's transitions in order, or "
+                "choose reward_scaling='standard'.",
+                UserWarning,
+                stacklevel=find_stack_level(),
+            )
+    else:
         warnings.warn(
             f"next_observations[i] differs from X[i + 1] at {n_jumps} of the "
-            f"{n_inside} transitions that no terminal or timeout ends. Either X and "
-            "next_observations are in different spaces (a Pipeline transforms X "
-            "but passes next_observations to the policy unchanged: normalise with "
-            "the policy's normalize_observations, not a scaler step, and pass "
-            "next_observations through any feature map yourself), or the "
-            "transitions are not in episode order (reward_scaling='returns' then "
-            "sees fragments of episodes).",
+            f"{n_inside} transitions that no terminal or timeout ends, and is "
+            "mostly no row of X at all: X and next_observations seem to be in "
+            "different spaces (a Pipeline transforms X but passes "
+            "next_observations to the policy unchanged: normalise with the "
+            "policy's normalize_observations, not a scaler step, and pass "
+            "next_observations through any feature map yourself).",
             UserWarning,
             stacklevel=find_stack_level(),
         )
@@ -334,7 +363,8 @@ def _from_arrays(
     ]
     if missing:
         raise ValueError(
-            f"fit needs {', '.join(missing)}: pass observations as X, actions as y "
+            f"the transitions need {', '.join(missing)}: pass observations as X, "
+            "actions as y "
             "and rewards=, next_observations=, terminals= as keyword arguments, "
             "or one dataset (a mapping with D4RL keys, a d3rlpy dataset or a path)."
         )

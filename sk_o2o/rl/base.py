@@ -190,7 +190,12 @@ class BaseRLPolicy(TorchEstimator):
         "n_env_steps_": 0,
         "_fitted_params": None,
         "_partial_fit_log": None,
+        "_behaviour_cloning": False,
     }
+    # Set by fit or a first partial_fit on X and y alone (no rewards): every row a
+    # zero-reward terminal transition. TD3+BC then leaves out its Q term, whose
+    # weight β / mean|Q| would amplify the critic's noise around Q = 0.
+    _behaviour_cloning: bool = False
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "core_" in state:
@@ -268,9 +273,10 @@ class BaseRLPolicy(TorchEstimator):
         -----
         If ``rewards``, ``next_observations``, ``terminals`` and ``timeouts``
         are all omitted (with observations as ``X``), every transition is
-        treated as a terminal one-step episode with zero reward: all advantages
-        are zero and the policy is fitted by behaviour cloning of ``y`` (a
-        warning says so). Omitting only some of them is a ValueError.
+        treated as a terminal one-step episode with zero reward, and the policy
+        is fitted by behaviour cloning of ``y`` (a warning says so): IQL's
+        advantages are zero, TD3+BC leaves out its Q term. ``partial_fit`` may
+        then go on without them too. Omitting only some of them is a ValueError.
 
         An error or an interrupt (Ctrl-C) during ``fit`` leaves the estimator as
         it was before the call, fitted or not: ``fit`` is all or nothing, unlike
@@ -366,6 +372,17 @@ class BaseRLPolicy(TorchEstimator):
                     "the fitted action bounds",
                     hint,
                 )
+                if n_updates and not len(self.__dict__.get("buffer_", ())):
+                    warnings.warn(
+                        f"this {type(self).__name__} has no training data in its "
+                        "buffer (sk_o2o.load does not save the buffer), so "
+                        f"partial_fit trains on these {len(data)} transitions "
+                        "alone. Add the offline data first with partial_fit(..., "
+                        "n_updates=0), or resume from a pickle, which keeps the "
+                        "buffer.",
+                        UserWarning,
+                        stacklevel=find_stack_level(),
+                    )
                 self._append(data)
         self._train(int(n_updates), phase="partial_fit")
         return self
@@ -537,15 +554,30 @@ class BaseRLPolicy(TorchEstimator):
                         f"{type(self).__name__} requires y to be passed, but the "
                         "target y is None: y holds the actions taken in X."
                     )
+                if not reset and not self._behaviour_cloning:
+                    raise ValueError(
+                        "partial_fit got no rewards, next_observations or "
+                        f"terminals, but this {type(self).__name__} was fitted on "
+                        "transitions with them: pass them too. (Rows without them "
+                        "would be zero-reward terminal transitions, wrong values "
+                        "for its critics; only a policy fitted on X and y alone "
+                        "continues on X and y alone.)"
+                    )
                 warnings.warn(
-                    "fit got no rewards, next_observations or terminals: every "
-                    "transition is a terminal one-step episode with zero reward, so "
-                    "the policy is fitted by behaviour cloning of y.",
+                    f"{'fit' if reset else 'partial_fit'} got no rewards, "
+                    "next_observations or terminals: every transition is a terminal "
+                    "one-step episode with zero reward, so the policy is fitted by "
+                    "behaviour cloning of y.",
                     UserWarning,
                     stacklevel=find_stack_level(),
                 )
                 n = len(X)
                 rewards, next_observations, terminals = np.zeros(n), X, np.ones(n)
+                self._behaviour_cloning = True
+            else:
+                self._behaviour_cloning = False
+        else:
+            self._behaviour_cloning = False
         data = as_transitions(
             X,
             y,
@@ -572,12 +604,17 @@ class BaseRLPolicy(TorchEstimator):
             data.next_observations,
             data.terminals,
             data.timeouts,
+            order_matters=self._reward_scaling() == "returns",
         )
         return data
 
     def _reward_scaling(self) -> str:
         """``reward_scaling`` as fit applies it (FamO2O resolves its per-base default)."""
         return self.reward_scaling
+
+    def _resolved_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with any ``None`` that stands for a default filled in."""
+        return params
 
     def _unused_params(self) -> frozenset[str]:
         """Parameters this configuration never reads (FamO2O's IQL ones on TD3+BC)."""
@@ -622,12 +659,15 @@ class BaseRLPolicy(TorchEstimator):
         fitted = self._fitted_params
         if fitted is None:  # pickled by a version that did not record them
             return
+        params = self.get_params(deep=False)
+        # compared as fit applied them: None and the default it stands for agree
+        now, then = self._resolved_params(params), self._resolved_params(fitted)
         changed = [
             f"{name}={fitted[name]!r} to {value!r}"
-            for name, value in self.get_params(deep=False).items()
+            for name, value in params.items()
             if name in fitted
             and name not in self._unused_params()
-            and not _same_param(value, fitted[name])
+            and not _same_param(now[name], then[name])
         ]
         if changed:
             raise ValueError(
@@ -709,8 +749,11 @@ class BaseRLPolicy(TorchEstimator):
         self.core_.train()
         with (
             self._training_threads(),
-            progress_bar(
-                n_steps, verbose=self.verbose, desc=type(self).__name__
+            progress_bar(  # fit's bar stays; a loop of partial_fit calls' do not
+                n_steps,
+                verbose=self.verbose,
+                desc=type(self).__name__,
+                leave=phase == "offline",
             ) as bar,
         ):
             # partial_fit's records span calls: one per log_interval steps
@@ -875,6 +918,8 @@ class BaseRLPolicy(TorchEstimator):
                 UserWarning,
                 stacklevel=find_stack_level(),
             )
+        if n_steps:
+            self._behaviour_cloning = False  # the environment's transitions join
         with contextlib.ExitStack() as opened:
             # Environments made here (from an id, or the evaluation copy) are
             # closed here; the caller's own are left open.
@@ -1038,7 +1083,36 @@ class BaseRLPolicy(TorchEstimator):
                 f"env must have a continuous (Box) action space, got {space}."
             )
         _check_env_fits(self, env)  # the sizes evaluate_policy checks too
+        if self.action_bounds is None:
+            self._warn_if_bounds_narrower_than(space)
         return space
+
+    def _warn_if_bounds_narrower_than(self, space) -> None:
+        """Bounds taken from the data's actions can cut off part of ``space``.
+
+        The policy never acts outside its bounds, so fine-tuning would never
+        explore the rest of the environment's range; 1 % of a dimension's range
+        is allowed for data that only came close to its ends.
+        """
+        low, high = self.action_scaler_.low, self.action_scaler_.high
+        env_low = np.asarray(space.low, dtype=np.float64).reshape(-1)
+        env_high = np.asarray(space.high, dtype=np.float64).reshape(-1)
+        margin = 0.01 * (env_high - env_low)
+        cut = np.flatnonzero(
+            np.isfinite(margin)
+            & ((low - env_low > margin) | (env_high - high > margin))
+        )
+        if len(cut):
+            warnings.warn(
+                "the action bounds were taken from the data's actions "
+                f"(low={np.round(low, 3).tolist()}, high={np.round(high, 3).tolist()}) "
+                "and leave out part of env's action space "
+                f"(low={env_low.tolist()}, high={env_high.tolist()}; dimensions "
+                f"{cut.tolist()}): the policy acts only inside them, online too. "
+                "Fit with action_bounds=env.action_space to use the whole range.",
+                UserWarning,
+                stacklevel=find_stack_level(),
+            )
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=torch.float32).to(self.device_)
@@ -1104,6 +1178,7 @@ class BaseRLPolicy(TorchEstimator):
             "n_env_steps_": self.n_env_steps_,
             "fitted_params": self._fitted_params,
             "partial_fit_log": self._partial_fit_log,
+            "behaviour_cloning": self._behaviour_cloning,
         }
 
     def _set_state(self, state, tensors) -> None:
@@ -1127,6 +1202,7 @@ class BaseRLPolicy(TorchEstimator):
         self._fitted_params = state.get("fitted_params")
         self.n_env_steps_ = int(state.get("n_env_steps_", 0))
         self._partial_fit_log = state.get("partial_fit_log")
+        self._behaviour_cloning = bool(state.get("behaviour_cloning", False))
         self.device_ = device
 
 

@@ -6,6 +6,7 @@ import functools
 import warnings
 from collections.abc import Callable
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 import torch
@@ -381,7 +382,7 @@ class FamO2OPolicy(BaseRLPolicy):
         "balance_update_interval": [Interval(Integral, 1, None, closed="left")],
         "balance_lr": [Interval(Real, 0, None, closed="neither")],
         "alpha_lr": [Interval(Real, 0, None, closed="neither")],
-        "target_entropy": [Real],
+        "target_entropy": [Interval(Real, -np.inf, np.inf, closed="neither")],
         "advantage_weighting": [StrOptions({"per_sample", "batch_mean"})],
         "expectile": [Interval(Real, 0, 1, closed="neither")],
         "actor_lr": [Interval(Real, 0, None, closed="neither")],
@@ -455,6 +456,17 @@ class FamO2OPolicy(BaseRLPolicy):
 
     def _unused_params(self) -> frozenset[str]:
         return frozenset(self._IQL_ONLY) if self.algo == "td3bc" else frozenset()
+
+    def _resolved_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        algo, resolved = params.get("algo", self.algo), dict(params)
+        defaults = {
+            "reward_scaling": self._DEFAULT_REWARD_SCALINGS,
+            "balance_range": self._DEFAULT_BALANCE_RANGES,
+        }
+        for name, per_base in defaults.items():
+            if name in resolved and resolved[name] is None and algo in per_base:
+                resolved[name] = per_base[algo]
+        return resolved
 
     def _core_class(self):
         if self.algo == "td3bc":
@@ -542,6 +554,7 @@ class FamO2OPolicy(BaseRLPolicy):
             beta_noise,
             target_noise=self._noise(n, self.action_dim_) * core.config.policy_noise,
             update_actor=actor_step_due(self.n_updates_, _TD3_POLICY_FREQ),
+            clone_only=self._behaviour_cloning,
         )
 
     def _actor_lr_schedule(self, n_steps: int, phase: str) -> Callable | None:
@@ -811,7 +824,7 @@ class TD3BCPolicy(BaseRLPolicy):
         ).to(self.device_)
         return self.core_.update(
             batch,
-            beta=self.beta,
+            beta=0.0 if self._behaviour_cloning else self.beta,  # see BaseRLPolicy
             target_noise=noise * self.policy_noise,
             update_actor=actor_step_due(self.n_updates_, self.policy_freq),
         )

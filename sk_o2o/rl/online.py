@@ -221,8 +221,13 @@ def _action_converter(action_space: Any) -> Callable[[Any], Any]:
         dtype = action_space.dtype
 
         def convert(a: Any) -> np.ndarray:
-            a = np.asarray(a, dtype=dtype).reshape(shape)
-            return np.clip(a, low, high)
+            a = np.asarray(a, dtype=dtype)
+            if a.size != int(np.prod(shape)):
+                raise ValueError(
+                    f"the policy returned {a.size} action values for one "
+                    f"observation, but env's action space has shape {shape}."
+                )
+            return np.clip(a.reshape(shape), low, high)
 
         return convert
     if isinstance(action_space, spaces.Discrete):

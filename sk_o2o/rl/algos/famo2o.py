@@ -500,6 +500,7 @@ class FamO2OTD3BCCore(_BalanceMixin, TD3BCCore):
         beta: torch.Tensor,
         target_noise: torch.Tensor,
         update_actor: bool,
+        clone_only: bool = False,
     ) -> dict[str, torch.Tensor]:
         """TD3+BC's step with the actor (and target actor) conditioned on β.
 
@@ -513,14 +514,18 @@ class FamO2OTD3BCCore(_BalanceMixin, TD3BCCore):
             N(0, policy_noise²) noise for the target policy smoothing.
         update_actor : bool
             Whether to step the actor and the targets.
+        clone_only : bool, default=False
+            Leave out the actor's Q term (its weight 0, the members still
+            conditioned on their β): behaviour cloning, for data without rewards.
 
         Returns
         -------
         losses : dict of str to tensor
             As :meth:`TD3BCCore.update <sk_o2o.rl.algos.td3bc.TD3BCCore.update>`.
         """
+        weight = torch.zeros_like(beta) if clone_only else beta
         return TD3BCCore.update(
-            self, batch, beta, target_noise, update_actor, balance_code(beta)
+            self, batch, weight, target_noise, update_actor, balance_code(beta)
         )
 
     def update_step(
@@ -531,6 +536,7 @@ class FamO2OTD3BCCore(_BalanceMixin, TD3BCCore):
         beta_noise: torch.Tensor | None,
         target_noise: torch.Tensor,
         update_actor: bool,
+        clone_only: bool = False,
     ) -> dict[str, torch.Tensor]:
         """One FamO2O step on TD3+BC: π_b and α_b, then TD3+BC's step.
 
@@ -552,6 +558,8 @@ class FamO2OTD3BCCore(_BalanceMixin, TD3BCCore):
             N(0, policy_noise²) noise for the target policy smoothing.
         update_actor : bool
             Whether to step the actor and the targets.
+        clone_only : bool, default=False
+            As in :meth:`update_universal`.
 
         Returns
         -------
@@ -564,6 +572,6 @@ class FamO2OTD3BCCore(_BalanceMixin, TD3BCCore):
             beta,
             beta_noise,
             lambda batch, beta: self.update_universal(
-                batch, beta, target_noise, update_actor
+                batch, beta, target_noise, update_actor, clone_only
             ),
         )

@@ -91,7 +91,9 @@ def td3bc_actor_loss(
     loss : tensor
         The scalar loss.
     """
-    lam = beta / q_of_policy_action.abs().mean().detach()
+    # The floor only keeps β = 0 (behaviour cloning) at 0 should E|Q| be 0.
+    scale = q_of_policy_action.abs().mean().detach()
+    lam = beta / scale.clamp_min(torch.finfo(scale.dtype).tiny)
     bc = (policy_action - actions).square().mean(-1)
     return (-lam * q_of_policy_action + bc).mean()
 
