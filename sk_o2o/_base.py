@@ -71,7 +71,13 @@ def find_stack_level() -> int:
     try:
         # This function's frame counts as one, so the first frame outside the
         # package is ``level`` frames above warnings.warn's caller.
-        while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        while (
+            frame is not None
+            and frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+            # a module of the package run as a script (python -m
+            # sk_o2o.datasets.builder) is the caller: above it is runpy
+            and frame.f_globals.get("__name__") != "__main__"
+        ):
             frame = frame.f_back
             level += 1
     finally:

@@ -643,10 +643,44 @@ def test_partial_fit_without_rewards_continues_only_behaviour_cloning(
     for policy in (cloned, sk_o2o.load(tmp_path / "cloned.safetensors")):
         with warns_at_test_line("^partial_fit got no rewards"):
             policy.partial_fit(X, y, n_updates=1)
-    # Transitions with rewards end the cloning.
-    cloned.partial_fit(X, y, **fit_kwargs(transitions), n_updates=1)
+    # Transitions with rewards end the cloning: its zero-reward terminal rows
+    # leave the buffer, which then holds real transitions only.
+    cloned.partial_fit(
+        X[:10],
+        y[:10],
+        **fit_kwargs({k: v[:10] for k, v in transitions.items()}),
+        n_updates=1,
+    )
+    assert len(cloned.buffer_) == 10
+    np.testing.assert_array_equal(
+        cloned.buffer_.sample(torch.arange(10)).rewards.numpy().ravel() != 0,
+        transitions["rewards"][:10] != 0,
+    )
     with pytest.raises(ValueError, match="partial_fit got no rewards"):
         cloned.partial_fit(X, y)
+
+
+def test_behaviour_cloning_ends_when_the_environment_s_transitions_arrive():
+    from sk_o2o.datasets import load_dataset
+
+    data = load_dataset("pendulum-medium-replay-v0")
+    X, y = data.observations[:64], data.actions[:64]
+    with pytest.warns(UserWarning, match="behaviour cloning"):
+        policy = TD3BCPolicy(n_steps=2, hidden_sizes=(8,), random_state=0).fit(X, y)
+    # a fit_online that fails before any step changes nothing
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(ValueError, match="not an environment id"),
+    ):
+        warnings.simplefilter("ignore")
+        policy.fit_online("NoSuchEnv-v0", 5)
+    with pytest.warns(UserWarning, match="partial_fit got no rewards"):
+        policy.partial_fit(X, y, n_updates=0)
+    assert len(policy.buffer_) == 128
+    with warns_at_test_line("fitted by behaviour cloning .* rows are dropped"):
+        policy.fit_online("Pendulum-v1", 3)
+    assert len(policy.buffer_) == 3
+    assert not policy.buffer_.sample(torch.arange(3)).dones.numpy().all()
 
 
 def test_fit_with_rewards_does_not_warn(transitions, make_policy, fit_kwargs):
@@ -886,3 +920,18 @@ def test_partial_fit_accepts_the_value_a_none_default_stood_for(transitions):
         policy.set_params(reward_scaling="standard")
         with pytest.raises(ValueError, match="changed reward_scaling=None to 'stan"):
             policy.partial_fit(transitions, n_updates=1)
+
+
+def test_find_stack_level_stops_at_a_package_module_run_as_a_script():
+    # python -m sk_o2o.datasets.builder: the module itself is the caller (not
+    # runpy, above it); imported, the level counts every sk_o2o frame.
+    import os
+
+    from sk_o2o._base import find_stack_level
+
+    script = os.path.join(os.path.dirname(sk_o2o.__file__), "datasets", "fake.py")
+    code = compile("level = find_stack_level()", script, "exec")
+    for name, expected in (("__main__", 1), ("sk_o2o.datasets.fake", 2)):
+        scope = {"__name__": name, "find_stack_level": find_stack_level}
+        exec(code, scope)
+        assert scope["level"] == expected, name

@@ -681,6 +681,15 @@ def test_fit_online_warns_when_the_data_bounds_cut_the_action_space():
     policy = IQLPolicy(**tiny).fit(data)
     with warns_at_test_line(r"leave out part of env's action space.*dimensions \[0\]"):
         policy.fit_online(ENV, 2)
+    with warnings.catch_warnings():  # evaluation only: nothing to warn about
+        warnings.simplefilter("error")
+        policy.fit_online(ENV, 0)
+    # one-sided Box bounds are checked on their finite side
+    half_open = gymnasium.spaces.Box(
+        np.array([-2.0], np.float32), np.array([np.inf], np.float32)
+    )
+    with warns_at_test_line(r"dimensions \[0\]"):
+        policy._warn_if_bounds_narrower_than(half_open)
     # the data's own range covers Pendulum's: no warning, nor with explicit bounds
     bounded = IQLPolicy(action_bounds=gymnasium.make(ENV).action_space, **tiny)
     for policy in (

@@ -1246,6 +1246,20 @@ def test_a_diverged_training_is_refused_and_rolled_back():
     with pytest.raises(ValueError, match="training diverged"):
         fresh.partial_fit(X, y, classes=[0, 1, 2])
     assert not hasattr(fresh, "estimator_")
+    # a diverged partial_fit of a fitted model: weights, optimiser state and
+    # epochs are put back, so the next call, at a sane lr, trains as before it
+    model.set_params(estimator=small_net(max_epochs=2)).fit(X, y)
+    twin = copy_of(model)
+    model.estimator_.set_params(lr=1e20)
+    with pytest.raises(
+        ValueError, match=r"training diverged: train_loss is .* epoch 3"
+    ):
+        model.partial_fit(X, y)
+    assert len(model.estimator_.history) == 2
+    model.estimator_.set_params(lr=1e-2)
+    model.partial_fit(X, y)
+    twin.partial_fit(X, y)
+    np.testing.assert_array_equal(model.predict_proba(X), twin.predict_proba(X))
 
 
 def test_partial_fit_keeps_its_classes_and_warns_before_relearning_one():

@@ -375,7 +375,8 @@ class BaseRLPolicy(TorchEstimator):
                 if n_updates and not len(self.__dict__.get("buffer_", ())):
                     warnings.warn(
                         f"this {type(self).__name__} has no training data in its "
-                        "buffer (sk_o2o.load does not save the buffer), so "
+                        "buffer (sk_o2o.load does not save the buffer; behaviour "
+                        "cloning's rows leave it when rewards arrive), so "
                         f"partial_fit trains on these {len(data)} transitions "
                         "alone. Add the offline data first with partial_fit(..., "
                         "n_updates=0), or resume from a pickle, which keeps the "
@@ -543,6 +544,7 @@ class BaseRLPolicy(TorchEstimator):
                     f"has {list(columns)!r}: they must name the same features, in "
                     "the same order."
                 )
+        cloning = False  # X and y alone: behaviour cloning
         if not is_dataset(X):
             X = validate_data(
                 self, X, reset=reset, dtype=np.float32, ensure_all_finite=False
@@ -573,11 +575,11 @@ class BaseRLPolicy(TorchEstimator):
                 )
                 n = len(X)
                 rewards, next_observations, terminals = np.zeros(n), X, np.ones(n)
-                self._behaviour_cloning = True
-            else:
-                self._behaviour_cloning = False
-        else:
-            self._behaviour_cloning = False
+                cloning = True
+        if reset:
+            self._behaviour_cloning = cloning
+        elif self._behaviour_cloning and not cloning:
+            self._rewards_arrive()
         data = as_transitions(
             X,
             y,
@@ -604,7 +606,8 @@ class BaseRLPolicy(TorchEstimator):
             data.next_observations,
             data.terminals,
             data.timeouts,
-            order_matters=self._reward_scaling() == "returns",
+            # the reward scale is computed (from episodes) by fit only
+            order_matters=reset and self._reward_scaling() == "returns",
         )
         return data
 
@@ -720,6 +723,17 @@ class BaseRLPolicy(TorchEstimator):
         self.history_: list[dict[str, Any]] = []
         self._partial_fit_log: dict[str, Any] | None = None
         self._append(data)
+
+    def _rewards_arrive(self) -> None:
+        """Transitions with rewards join a policy fitted by behaviour cloning.
+
+        Its buffer holds only cloning's zero-reward terminal rows, wrong values
+        for the critics among real transitions: they are dropped, and the policy
+        goes on from its weights. (A failed partial_fit restores both.)
+        """
+        if hasattr(self, "buffer_"):
+            self.buffer_.size = 0
+        self._behaviour_cloning = False
 
     def _append(self, data: Transitions) -> None:
         if not hasattr(self, "buffer_"):  # e.g. after sk_o2o.load
@@ -908,7 +922,20 @@ class BaseRLPolicy(TorchEstimator):
                 "the middle of a training episode. Pass another instance, or leave "
                 "eval_env=None for a copy of env."
             )
-        if n_steps and n_updates_per_step and not len(self.__dict__.get("buffer_", ())):
+        if n_steps and n_updates_per_step and self._behaviour_cloning:
+            warnings.warn(
+                f"this {type(self).__name__} was fitted by behaviour cloning (X and "
+                "y without rewards): its buffer's zero-reward terminal rows are "
+                "dropped as the environment's transitions arrive, so fit_online "
+                "trains on its own transitions alone, its first batches drawn "
+                "from one or two of them. Add offline transitions with rewards "
+                "first with partial_fit(..., n_updates=0).",
+                UserWarning,
+                stacklevel=find_stack_level(),
+            )
+        elif (
+            n_steps and n_updates_per_step and not len(self.__dict__.get("buffer_", ()))
+        ):
             warnings.warn(
                 f"this {type(self).__name__} has no training data in its buffer "
                 "(sk_o2o.load does not save the buffer), so fit_online trains on "
@@ -918,8 +945,6 @@ class BaseRLPolicy(TorchEstimator):
                 UserWarning,
                 stacklevel=find_stack_level(),
             )
-        if n_steps:
-            self._behaviour_cloning = False  # the environment's transitions join
         with contextlib.ExitStack() as opened:
             # Environments made here (from an id, or the evaluation copy) are
             # closed here; the caller's own are left open.
@@ -954,6 +979,8 @@ class BaseRLPolicy(TorchEstimator):
     ) -> None:
         """The loop of :meth:`fit_online`, on environments it has opened."""
         space = self._checked_action_space(env)
+        if self.action_bounds is None and n_steps:
+            self._warn_if_bounds_narrower_than(space)
         with (
             self._training_threads(),
             progress_bar(
@@ -979,6 +1006,8 @@ class BaseRLPolicy(TorchEstimator):
                 action = convert(act(obs))
                 next_obs, reward, terminated, truncated, _ = env.step(action)
                 next_obs = np.asarray(next_obs, np.float32)[None]
+                if self._behaviour_cloning:
+                    self._rewards_arrive()
                 self._append(
                     Transitions(
                         obs,
@@ -1083,8 +1112,6 @@ class BaseRLPolicy(TorchEstimator):
                 f"env must have a continuous (Box) action space, got {space}."
             )
         _check_env_fits(self, env)  # the sizes evaluate_policy checks too
-        if self.action_bounds is None:
-            self._warn_if_bounds_narrower_than(space)
         return space
 
     def _warn_if_bounds_narrower_than(self, space) -> None:
@@ -1097,10 +1124,13 @@ class BaseRLPolicy(TorchEstimator):
         low, high = self.action_scaler_.low, self.action_scaler_.high
         env_low = np.asarray(space.low, dtype=np.float64).reshape(-1)
         env_high = np.asarray(space.high, dtype=np.float64).reshape(-1)
-        margin = 0.01 * (env_high - env_low)
+        # per side: a Box may be unbounded on one side of a dimension only
+        margin = 0.01 * np.where(
+            np.isfinite(env_high - env_low), env_high - env_low, np.abs(high - low)
+        )
         cut = np.flatnonzero(
-            np.isfinite(margin)
-            & ((low - env_low > margin) | (env_high - high > margin))
+            (np.isfinite(env_low) & (low - env_low > margin))
+            | (np.isfinite(env_high) & (env_high - high > margin))
         )
         if len(cut):
             warnings.warn(

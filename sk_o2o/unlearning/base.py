@@ -236,7 +236,9 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                     f"y holds classes {unknown[:5]!r} that are not among "
                     + (
                         f"classes={self.classes_.tolist()!r}."
-                        if first_call and classes is not None
+                        if first_call
+                        and classes is not None
+                        and not isinstance(self.estimator, FrozenEstimator)
                         else f"classes_ {self.classes_.tolist()!r}."
                     )
                 )
@@ -253,9 +255,10 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                 )
             y_encoded = self._encode(y, "y")
             seed = self._draw_seed()
+            n_epochs = len(self.estimator_.history)
             with torch_seed_context(seed):
                 self.estimator_.partial_fit(X, y_encoded, epochs=1)
-            _check_converged(self.estimator_)
+            _check_converged(self.estimator_, since=n_epochs)
             self.history_ = _skorch_history(self.estimator_)
         return self
 
@@ -336,13 +339,13 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             # Classes stay forgotten: retain rows of a class forgotten earlier
             # would teach it again to the methods that train on them.
             still = keep[y_r]
-            if not still.any():
+            if not still.any() and self._needs_retain:
                 raise ValueError(
                     "X_retain, y_retain hold only rows of classes forgotten by an "
                     "earlier unlearn_classes call; those are left out, and nothing "
                     "remains."
                 )
-            X_r, y_r = X_r[still], y_r[still]
+            X_r, y_r = (X_r[still], y_r[still]) if still.any() else (None, None)
         return self._run(UnlearningData(X_f, y_f, X_r, y_r, keep=keep))
 
     @autograd_on
@@ -419,12 +422,26 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
 
     # ------------------------------------------------------------------ internals
     def _snapshot_in_place_state(self) -> Callable[[], None] | None:
-        # unlearning edits the trained module's weights in place
+        # unlearning edits the trained module's weights in place, partial_fit
+        # also skorch's optimiser state and epoch history
         if not hasattr(self, "estimator_"):
             return None
-        module = self.estimator_.module_
+        net = self.estimator_
+        module = net.module_
         weights = copy.deepcopy(module.state_dict())
-        return lambda: module.load_state_dict(weights)
+        optimizer = getattr(net, "optimizer_", None)
+        optimizer_state = (
+            copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+        )
+        n_epochs = len(net.history)
+
+        def restore() -> None:
+            module.load_state_dict(weights)
+            if optimizer_state is not None:
+                optimizer.load_state_dict(optimizer_state)
+            del net.history[n_epochs:]
+
+        return restore
 
     def _run(self, data: UnlearningData):
         self._validate_params()  # parameters set since fit, used only here
@@ -674,20 +691,22 @@ def _not_among(labels: np.ndarray, classes: np.ndarray) -> list:
     return [label for label in np.unique(labels).tolist() if label not in known]
 
 
-def _check_converged(net: NeuralNetClassifier) -> None:
+def _check_converged(net: NeuralNetClassifier, since: int = 0) -> None:
     """Refuse a training run whose loss became NaN or infinite.
 
-    The weights are then meaningless; the caller's rollback restores the
-    estimator as it was.
+    Only the epochs from ``since`` on are this run's (a frozen net's or an
+    earlier call's are not). The weights are then meaningless; the caller's
+    rollback restores the estimator as it was.
     """
     losses = np.asarray(
-        [epoch.get("train_loss", 0.0) for epoch in net.history], dtype=np.float64
+        [epoch.get("train_loss", 0.0) for epoch in net.history[since:]],
+        dtype=np.float64,
     )
     bad = np.flatnonzero(~np.isfinite(losses))
     if len(bad):
         raise ValueError(
             f"training diverged: train_loss is {losses[bad[0]]} at epoch "
-            f"{bad[0] + 1}. Lower the net's lr, or check that the module's "
+            f"{since + bad[0] + 1}. Lower the net's lr, or check that the module's "
             "outputs are what its criterion expects (logits for "
             "CrossEntropyLoss, probabilities for NLLLoss)."
         )
