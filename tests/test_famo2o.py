@@ -462,3 +462,22 @@ def test_predict_with_balance_takes_a_number_or_one_per_row(trained, data):
     np.testing.assert_array_equal(
         one, trained.predict_with_balance(X, torch.tensor(2.0))
     )
+
+
+def test_errors_name_what_is_wrong(data):
+    # found by a user's-eye review: messages that named the wrong thing
+    policy = FamO2OPolicy(n_steps=2, hidden_sizes=(8,), random_state=0)
+    policy.fit(data)
+    policy.set_params(algo="td3bc")
+    with pytest.raises(
+        ValueError, match=r"balance_range=\(1\.0, 5\.0\) to \(1\.0, 4\.0\)"
+    ):  # was "None to None": the defaults differ by algo
+        policy.partial_fit(data, n_updates=1)
+    policy.set_params(algo="iql")
+    with pytest.raises(ValueError, match=r"^eval_env observations have shape \(2,\)"):
+        policy.fit_online(
+            "Pendulum-v1", 4, eval_interval=2, eval_env="MountainCarContinuous-v0"
+        )
+    assert policy.n_env_steps_ == 0
+    with pytest.raises(ValueError, match="beta must be numbers, got None"):
+        policy.predict_with_balance(data["observations"][:2], None)

@@ -666,7 +666,10 @@ class BaseRLPolicy(TorchEstimator):
         # compared as fit applied them: None and the default it stands for agree
         now, then = self._resolved_params(params), self._resolved_params(fitted)
         changed = [
-            f"{name}={fitted[name]!r} to {value!r}"
+            # the values as given, or as resolved where only the defaults differ
+            f"{name}={then[name]!r} to {now[name]!r}"
+            if _same_param(value, fitted[name])
+            else f"{name}={fitted[name]!r} to {value!r}"
             for name, value in params.items()
             if name in fitted
             and name not in self._unused_params()
@@ -898,7 +901,7 @@ class BaseRLPolicy(TorchEstimator):
         their next observations, but it gets no ``online_episode`` record). An
         interrupted call (Ctrl-C) keeps the steps it took.
         """
-        from sk_o2o.rl.online import _opened, copy_env
+        from sk_o2o.rl.online import _check_env_fits, _opened, copy_env
 
         check_is_fitted(self)
         self._check_params_unchanged_since_fit("fit_online")
@@ -953,6 +956,7 @@ class BaseRLPolicy(TorchEstimator):
                 eval_env = None
             elif eval_env is not None:
                 eval_env = opened.enter_context(_opened(eval_env))
+                _check_env_fits(self, eval_env, "eval_env")  # before any step
             else:
                 eval_env = copy_env(env)
                 opened.callback(eval_env.close)

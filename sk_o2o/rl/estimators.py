@@ -598,6 +598,8 @@ class FamO2OPolicy(BaseRLPolicy):
             As from :meth:`predict`.
         """
         obs = self._observations_tensor(X)
+        if beta is None:  # np.asarray(None, float32) is NaN
+            raise ValueError("beta must be numbers, got None.")
         try:
             beta = np.asarray(to_numpy(beta), dtype=np.float32)
         except (TypeError, ValueError):

@@ -192,21 +192,21 @@ def _as_act_fn(
     )
 
 
-def _check_env_fits(policy: Any, env: Any) -> None:
+def _check_env_fits(policy: Any, env: Any, name: str = "env") -> None:
     """Refuse an env whose observations or actions a fitted policy does not fit."""
     # observations are flattened to rows, as collect_transitions stores them
     n_features = getattr(policy, "n_features_in_", None)
     shape = getattr(env.observation_space, "shape", None)
     if n_features is not None and shape is not None and np.prod(shape) != n_features:
         raise ValueError(
-            f"env observations have shape {tuple(shape)}, but the policy was "
+            f"{name} observations have shape {tuple(shape)}, but the policy was "
             f"fitted on {n_features} feature{'s' if n_features != 1 else ''}."
         )
     action_dim = getattr(policy, "action_dim_", None)
     shape = getattr(env.action_space, "shape", None)
     if action_dim is not None and shape and int(np.prod(shape)) != action_dim:
         raise ValueError(
-            f"env actions have shape {tuple(shape)}, but the policy was fitted "
+            f"{name} actions have shape {tuple(shape)}, but the policy was fitted "
             f"on {action_dim}-dimensional actions."
         )
 
