@@ -373,16 +373,8 @@ class BaseRLPolicy(TorchEstimator):
                     hint,
                 )
                 if n_updates and not len(self.__dict__.get("buffer_", ())):
-                    warnings.warn(
-                        f"this {type(self).__name__} has no training data in its "
-                        "buffer (sk_o2o.load does not save the buffer; behaviour "
-                        "cloning's rows leave it when rewards arrive), so "
-                        f"partial_fit trains on these {len(data)} transitions "
-                        "alone. Add the offline data first with partial_fit(..., "
-                        "n_updates=0), or resume from a pickle, which keeps the "
-                        "buffer.",
-                        UserWarning,
-                        stacklevel=find_stack_level(),
+                    self._warn_of_an_empty_buffer(
+                        "partial_fit", f"these {len(data)} transitions alone"
                     )
                 self._append(data)
         self._train(int(n_updates), phase="partial_fit")
@@ -727,6 +719,18 @@ class BaseRLPolicy(TorchEstimator):
         self._partial_fit_log: dict[str, Any] | None = None
         self._append(data)
 
+    def _warn_of_an_empty_buffer(self, method: str, trains_on: str) -> None:
+        """``method`` is about to train on an empty buffer (e.g. after load)."""
+        warnings.warn(
+            f"this {type(self).__name__} has no training data in its buffer "
+            "(sk_o2o.load does not save the buffer; behaviour cloning's rows leave "
+            f"it when rewards arrive), so {method} trains on {trains_on}. Add the "
+            "offline data first with partial_fit(..., n_updates=0), or resume from "
+            "a pickle, which keeps the buffer.",
+            UserWarning,
+            stacklevel=find_stack_level(),
+        )
+
     def _rewards_arrive(self) -> None:
         """Transitions with rewards join a policy fitted by behaviour cloning.
 
@@ -939,14 +943,10 @@ class BaseRLPolicy(TorchEstimator):
         elif (
             n_steps and n_updates_per_step and not len(self.__dict__.get("buffer_", ()))
         ):
-            warnings.warn(
-                f"this {type(self).__name__} has no training data in its buffer "
-                "(sk_o2o.load does not save the buffer), so fit_online trains on "
-                "its own transitions alone, its first batches drawn from one or two "
-                "of them. Add the offline data first with partial_fit(..., "
-                "n_updates=0), or resume from a pickle, which keeps the buffer.",
-                UserWarning,
-                stacklevel=find_stack_level(),
+            self._warn_of_an_empty_buffer(
+                "fit_online",
+                "its own transitions alone, its first batches drawn from one or "
+                "two of them",
             )
         with contextlib.ExitStack() as opened:
             # Environments made here (from an id, or the evaluation copy) are

@@ -230,21 +230,20 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                         f"classes={given.tolist()!r} is not the same as on the first "
                         f"call, {self.classes_.tolist()!r}."
                     )  # as scikit-learn's partial_fit says
-            unknown = _not_among(y, self.classes_)
-            if unknown:
-                raise ValueError(
-                    f"y holds classes {unknown[:5]!r} that are not among "
-                    + (
-                        f"classes={self.classes_.tolist()!r}."
-                        if first_call
-                        and classes is not None
-                        and not isinstance(self.estimator, FrozenEstimator)
-                        else f"classes_ {self.classes_.tolist()!r}."
-                    )
-                )
-            relearned = _not_among(
-                np.intersect1d(y, self.classes_), self.classes_[self._kept_classes()]
+            given_now = (
+                first_call
+                and classes is not None
+                and not isinstance(self.estimator, FrozenEstimator)
             )
+            y_encoded = self._encode(
+                y,
+                "y",
+                among=f"classes={self.classes_.tolist()!r}"
+                if given_now
+                else f"classes_ {self.classes_.tolist()!r}",
+            )
+            forgotten = ~self._kept_classes()[y_encoded]
+            relearned = self.classes_[np.unique(y_encoded[forgotten])].tolist()
             if relearned:
                 warnings.warn(
                     f"y holds samples of classes {relearned!r}, forgotten by an "
@@ -253,7 +252,6 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
                     UserWarning,
                     stacklevel=find_stack_level(),
                 )
-            y_encoded = self._encode(y, "y")
             seed = self._draw_seed()
             n_epochs = len(self.estimator_.history)
             with torch_seed_context(seed):
@@ -637,9 +635,15 @@ class BaseUnlearner(ClassifierMixin, TorchEstimator):
             raise ValueError(f"{name} has {len(y)} labels for {len(X)} rows.")
         return y
 
-    def _encode(self, y: np.ndarray, name: str) -> np.ndarray:
+    def _encode(self, y: np.ndarray, name: str, among: str | None = None) -> np.ndarray:
+        """``y`` as indices into ``classes_``; unknown labels are a ValueError
+        naming ``name`` (and ``among``, what they were checked against)."""
         y = column_or_1d(y)
         unknown = _not_among(y, self.classes_)
+        if unknown and among is not None:
+            raise ValueError(
+                f"{name} holds classes {unknown[:5]!r} that are not among {among}."
+            )
         if unknown:
             raise ValueError(f"{name} holds classes not seen in fit: {unknown[:5]!r}.")
         return np.searchsorted(self.classes_, y)
